@@ -1,0 +1,43 @@
+"""The ``mini-lm`` command. Each subcommand lives in ``mini_lm/commands/<name>.py`` and defines
+``add_arguments(parser)`` and ``run(args) -> int``; heavy imports stay inside ``run`` so
+``mini-lm --help`` is instant.
+
+    mini-lm train-tokenizer --files corpus/ --vocab-size 8000 --output tok/
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train-tokenizer": ("mini_lm.commands.train_tokenizer", "train a byte-level BPE with ChatML tokens"),
+    "synth-world": ("mini_lm.commands.synth_world", "write the synthetic people world (bios, Q/A)"),
+    "generate": ("mini_lm.commands.generate", "continue prompts with a trained model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mini-lm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return importlib.import_module(args._module).run(args) or 0
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # Our input errors are ValueError subclasses with a message meant for the user.
+        print(f"mini-lm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

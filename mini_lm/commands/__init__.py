@@ -1,0 +1,1 @@
+"""Subcommands of ``mini-lm`` (see mini_lm/cli.py)."""

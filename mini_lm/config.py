@@ -1,0 +1,261 @@
+"""Recipe configuration: dataclasses filled from one flat YAML file, CLI flags win.
+
+    python recipes/pretrain.py --config recipes/configs/qwen2/pretrain_tiny.yaml --max_steps 50
+
+The YAML holds the fields of every dataclass a recipe takes (model, data and HF
+``TrainingArguments``) at the top level. Unknown keys fail loudly, naming the key and
+the file. String values may use ``${VAR}`` or ``${VAR:-default}``; that is how
+configs point at shared data without hard-coding a machine's layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A recipe configuration that cannot be used as written."""
+
+
+@dataclass
+class ModelArguments:
+    """Which model to build: a random-init size config or a local/hub pretrained path."""
+
+    # --- what to build ---
+    model_family: str = field(
+        default="qwen2", metadata={"help": "Architecture for random init: gpt2 | qwen2 | bert."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained model dir (or hub id). When set, weights are loaded and the "
+                  "size fields below are ignored."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer dir (or hub id). Defaults to model_name_or_path; for random init "
+                  "it is required unless the data config trains one."},
+    )
+    # --- size, for random init (family-neutral names, mapped to each HF config) ---
+    hidden_size: int = field(default=256, metadata={"help": "Width d_model."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Query heads."})
+    num_key_value_heads: int | None = field(
+        default=None, metadata={"help": "KV heads for GQA (qwen2). Default: num_attention_heads."}
+    )
+    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width. Default: 4 x hidden."})
+    max_position_embeddings: int = field(default=1024, metadata={"help": "Longest sequence the model takes."})
+    rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base (qwen2)."})
+    rms_norm_eps: float = field(default=1e-6, metadata={"help": "RMSNorm epsilon (qwen2)."})
+    tie_word_embeddings: bool = field(default=True, metadata={"help": "Share input and output embeddings."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout (embedding, attention, residual)."})
+    initializer_range: float = field(default=0.02, metadata={"help": "Std of the normal init."})
+    vocab_pad_multiple: int = field(
+        default=64,
+        metadata={"help": "Round the embedding rows up to a multiple of this (tensor-core friendly). "
+                  "1 keeps exactly len(tokenizer)."},
+    )
+    # --- runtime ---
+    attn_implementation: str = field(
+        default="auto",
+        metadata={"help": "auto (flash_attention_2 when flash_attn is importable and CUDA is present, "
+                  "else sdpa) | flash_attention_2 | sdpa | eager."},
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "Weights dtype when loading a pretrained model: auto | float32 | bfloat16 | float16."}
+    )
+
+
+@dataclass
+class PretrainDataArguments:
+    """Corpus -> tokens -> packed fixed-length blocks."""
+
+    train_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Files (.txt .jsonl .json .parquet), folders, globs or hub dataset names."},
+    )
+    validation_files: list[str] = field(
+        default_factory=list, metadata={"help": "Held-out corpus. Default: validation_split of train_files."}
+    )
+    text_field: str = field(default="text", metadata={"help": "Column holding the text in json/parquet/hub data."})
+    text_sample_by: str = field(
+        default="line",
+        metadata={"help": "How .txt files split into documents: line | paragraph (blank-line separated) | document."},
+    )
+    hub_split: str = field(default="train", metadata={"help": "Split to read from hub dataset names."})
+    block_size: int = field(default=512, metadata={"help": "Tokens per packed training row."})
+    validation_split: float = field(
+        default=0.01, metadata={"help": "Fraction of documents held out for eval when no validation_files."}
+    )
+    max_eval_documents: int = field(
+        default=2000, metadata={"help": "Cap on held-out documents taken by validation_split (keeps eval fast)."}
+    )
+    max_train_documents: int | None = field(
+        default=None, metadata={"help": "Use only the first N training documents (debugging)."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the corpus (larger than memory). Needs max_steps; eval takes the first "
+                  "max_eval_documents documents."},
+    )
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for datasets.map tokenization."})
+    min_document_chars: int = field(default=1, metadata={"help": "Skip (and count) shorter documents."})
+    # --- optional tokenizer training as part of the recipe ---
+    tokenizer_vocab_size: int | None = field(
+        default=None,
+        metadata={"help": "Train a byte-level BPE of this size on train_files into "
+                  "<output_dir>/tokenizer when no tokenizer is given."},
+    )
+
+
+@dataclass
+class MiniLMTrainingArguments(TrainingArguments):
+    """HF TrainingArguments with CPU-safe defaults and throughput/MFU logging."""
+
+    include_num_input_tokens_seen: str = field(
+        default="non_padding", metadata={"help": "Token counting for tokens/s and MFU: no | all | non_padding."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start fresh even if output_dir holds checkpoints of an earlier run."}
+    )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata={"help": "Per-device peak TFLOP/s for MFU. Default: looked up from the GPU name (bf16 dense)."},
+    )
+
+    def __post_init__(self):
+        import torch
+
+        # DeepSpeed on CPU ranks needs use_cpu=True, else its batch checks fail or, worse,
+        # every rank trains on the same batches (see ENVIRONMENT.md). Harmless otherwise.
+        has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        if not self.use_cpu and not torch.cuda.is_available() and not has_mps:
+            self.use_cpu = True
+        if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
+            self.report_to = [r.strip() for r in self.report_to.split(",") if r.strip()]
+        super().__post_init__()
+
+
+# --------------------------------------------------------------------------- parsing
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in strings (recursively in lists).
+
+    >>> os.environ.pop("MINI_LM_X", None); expand_env("${MINI_LM_X:-../data}/zh")
+    '../data/zh'
+    """
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group(1) in os.environ:
+                return os.environ[m.group(1)]
+            if m.group(2) is not None:
+                return m.group(2)
+            raise ConfigError(f"environment variable {m.group(1)} is not set (used as {m.group(0)})")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    return value
+
+
+def load_yaml_config(path: str | os.PathLike, known_keys: set[str]) -> dict[str, Any]:
+    """Read a flat YAML mapping; reject keys that no dataclass knows, naming key and file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of key: value, got {type(raw).__name__}")
+    unknown = [k for k in raw if k not in known_keys]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), sorted(known_keys), n=1)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise ConfigError(f"{path}: unknown config key(s): {', '.join(hints)}")
+    return {k: expand_env(v) for k, v in raw.items()}
+
+
+def _pop_config_flag(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a path")
+            path = argv[i + 1]
+            del argv[i : i + 2]
+            return path
+        if arg.startswith("--config="):
+            del argv[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
+    """Fill ``dataclass_types`` from ``--config FILE`` (YAML) and CLI flags; flags win.
+
+    Example: ``parse_config([ModelArguments, MiniLMTrainingArguments], ["--config", "a.yaml",
+    "--learning_rate", "1e-3"])`` -> (ModelArguments(...), MiniLMTrainingArguments(learning_rate=0.001, ...)).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    parser = HfArgumentParser(list(dataclass_types))
+    known = {f.name for dt in dataclass_types for f in dataclasses.fields(dt) if f.init}
+    config_path = _pop_config_flag(argv)
+    if config_path:
+        values = load_yaml_config(config_path, known)
+        # argparse type-converts string defaults, so YAML's "1e-3" (a string to PyYAML) still becomes 0.001.
+        parser.set_defaults(**values)
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    flags = [a for a in remaining if a.startswith("--")]
+    if remaining:
+        hints = []
+        for flag in flags or remaining[:1]:
+            close = difflib.get_close_matches(flag.lstrip("-").split("=")[0], sorted(known), n=1)
+            hints.append(f"'{flag}'" + (f" (did you mean '--{close[0]}'?)" if close else ""))
+        raise ConfigError(f"unknown command-line argument(s): {', '.join(hints)}")
+    return tuple(parsed)
+
+
+def check_pretrain_config(model: ModelArguments, data: PretrainDataArguments, train: TrainingArguments) -> None:
+    """Cross-field checks that would otherwise fail deep inside a run (or not at all)."""
+    if not model.model_name_or_path and data.block_size > model.max_position_embeddings:
+        raise ConfigError(f"block_size={data.block_size} exceeds max_position_embeddings="
+                          f"{model.max_position_embeddings}")
+    if data.streaming and train.max_steps <= 0:
+        raise ConfigError("streaming: true needs max_steps (a stream has no length to derive epochs from)")
+    if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
+        raise ConfigError(f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
+                          "or validation_files")
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """INFO on the main process, WARNING elsewhere, for python logging, transformers and datasets."""
+    import datasets
+    import transformers
+
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
+    )
+    logging.getLogger("mini_lm").setLevel(level)
+    # transformers at INFO dumps every config; its warnings and the Trainer progress bars remain.
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+    datasets.utils.logging.set_verbosity(logging.WARNING)

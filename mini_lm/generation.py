@@ -1,0 +1,105 @@
+"""One generation path for every model mini_lm trains: batched, left-padded, KV-cached, seeded.
+
+    settings = GenerationSettings(do_sample=False, max_new_tokens=20)
+    [r.text for r in generate(model, tokenizer, ["中国的历史", "人工智能是"], settings)]
+
+Decoding defaults follow seed 000 (temperature 0.8, top_k 50, 60 new tokens). Repetition is
+deliberately *not* hidden (no no_repeat_ngram_size): seeing it is the point of the probes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .tokenization import stop_token_ids
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 60
+    do_sample: bool = True
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = 0
+    stop_token_ids: list[int] | None = field(default=None, metadata={"help": "Default: eos, <|endoftext|>, <|im_end|>."})
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GenerationResult:
+    prompt: str
+    text: str  # the continuation only, special tokens removed
+    token_ids: list[int]  # new tokens, up to and including the stop token
+    stopped: bool  # a stop token was emitted (False: hit max_new_tokens)
+    seconds: float  # wall time of the batch this prompt was in
+
+
+def render_chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """Messages -> prompt text ending with the assistant header, via the tokenizer's chat template."""
+    if not tokenizer.chat_template:
+        raise ValueError("tokenizer has no chat template: configure one or use raw-continuation prompts")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
+             batch_size: int = 8) -> list[GenerationResult]:
+    """Continue each prompt. Same prompts + settings + batch_size -> same outputs."""
+    settings = settings or GenerationSettings()
+    stops = settings.stop_token_ids or stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"  # new tokens must follow the prompt directly in every row
+    results: list[GenerationResult] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            results.extend(_generate_batch(model, tokenizer, batch, settings, stops, pad))
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return results
+
+
+def _generate_batch(model, tokenizer, prompts, settings, stops, pad) -> list[GenerationResult]:
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    sampling = dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p) \
+        if settings.do_sample else {}
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    began = time.perf_counter()
+    out = model.generate(
+        **enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty, eos_token_id=stops, pad_token_id=pad,
+        use_cache=True, **sampling,
+    )  # (B, T_prompt + T_new)
+    seconds = time.perf_counter() - began
+    results = []
+    for prompt, row in zip(prompts, out[:, enc["input_ids"].shape[1]:].tolist()):
+        cut = next((i + 1 for i, tok in enumerate(row) if tok in stops), None)
+        new = row[:cut] if cut else row
+        results.append(GenerationResult(
+            prompt=prompt, text=tokenizer.decode(new, skip_special_tokens=True), token_ids=new,
+            stopped=cut is not None, seconds=seconds,
+        ))
+    return results

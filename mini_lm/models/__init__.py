@@ -1,0 +1,203 @@
+"""Build the model a recipe trains: random init from a size config, or a local pretrained dir.
+
+    model = build_model(ModelArguments(model_family="qwen2", hidden_size=64), tokenizer)
+
+Families register a config builder in ``CONFIG_BUILDERS``; every family returns a plain HF
+model, so checkpoints load with ``AutoModelForCausalLM.from_pretrained`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import math
+from collections.abc import Callable
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+)
+
+from ..config import ModelArguments
+from ..tokenization import autotokenizer_roundtrip_ok, stop_token_ids
+
+logger = logging.getLogger(__name__)
+
+
+class ModelConfigError(ValueError):
+    """A model size/family/attention request that cannot be built."""
+
+
+def padded_vocab_size(tokenizer: PreTrainedTokenizerBase, multiple: int) -> int:
+    """len(tokenizer) rounded up: 6400 tokens, multiple 64 -> 6400; 151665 -> 151680."""
+    multiple = max(1, multiple)
+    return int(math.ceil(len(tokenizer) / multiple) * multiple)
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict:
+    stops = stop_token_ids(tokenizer)
+    return {
+        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (stops or [None])[0],
+        "eos_token_id": stops[0] if len(stops) == 1 else (stops or None),
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def gpt2_config(args: ModelArguments, vocab_size: int, special: dict) -> PretrainedConfig:
+    if args.num_key_value_heads not in (None, args.num_attention_heads):
+        raise ModelConfigError("gpt2 has no grouped-query attention: leave num_key_value_heads unset")
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=args.max_position_embeddings,
+        n_embd=args.hidden_size,
+        n_layer=args.num_hidden_layers,
+        n_head=args.num_attention_heads,
+        n_inner=args.intermediate_size,  # None -> 4 x n_embd
+        resid_pdrop=args.dropout,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
+        initializer_range=args.initializer_range,
+        tie_word_embeddings=args.tie_word_embeddings,
+        **special,
+    )
+
+
+def qwen2_config(args: ModelArguments, vocab_size: int, special: dict) -> PretrainedConfig:
+    kv_heads = args.num_key_value_heads or args.num_attention_heads
+    if args.num_attention_heads % kv_heads:
+        raise ModelConfigError(
+            f"num_attention_heads={args.num_attention_heads} must be a multiple of num_key_value_heads={kv_heads}"
+        )
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size or 4 * args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=args.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": args.rope_theta},
+        rms_norm_eps=args.rms_norm_eps,
+        attention_dropout=args.dropout,
+        initializer_range=args.initializer_range,
+        tie_word_embeddings=args.tie_word_embeddings,
+        use_sliding_window=False,
+        **special,
+    )
+
+
+# family -> builder of its HF config from the family-neutral ModelArguments
+CONFIG_BUILDERS: dict[str, Callable[[ModelArguments, int, dict], PretrainedConfig]] = {
+    "gpt2": gpt2_config,
+    "qwen2": qwen2_config,
+}
+
+
+def build_model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """HF config for random init; the vocab comes from the tokenizer (padded, see vocab_pad_multiple)."""
+    if args.model_family not in CONFIG_BUILDERS:
+        raise ModelConfigError(
+            f"unknown model_family '{args.model_family}' (known: {', '.join(sorted(CONFIG_BUILDERS))})"
+        )
+    if args.hidden_size % args.num_attention_heads:
+        raise ModelConfigError(
+            f"hidden_size={args.hidden_size} is not divisible by num_attention_heads={args.num_attention_heads}"
+        )
+    return CONFIG_BUILDERS[args.model_family](args, padded_vocab_size(tokenizer, args.vocab_pad_multiple), _special_ids(tokenizer))
+
+
+@functools.cache
+def _log_attention_once(choice: str, reason: str) -> None:
+    logger.info("attention implementation: %s (%s)", choice, reason)
+
+
+def choose_attn_implementation(requested: str = "auto") -> str:
+    """'auto' -> flash_attention_2 when flash_attn imports and CUDA is present, else sdpa.
+
+    An explicit flash_attention_2 request without either fails here, with the reason, rather
+    than deep inside transformers.
+    """
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    has_cuda = torch.cuda.is_available()
+    if requested == "auto":
+        if has_flash and has_cuda:
+            choice, reason = "flash_attention_2", "flash_attn importable, CUDA available"
+        else:
+            missing = "flash_attn not installed" if not has_flash else "no CUDA device"
+            choice, reason = "sdpa", f"fallback: {missing}"
+    elif requested == "flash_attention_2":
+        if not (has_flash and has_cuda):
+            raise ModelConfigError(
+                "attn_implementation=flash_attention_2 needs the flash_attn package and a CUDA GPU "
+                f"(flash_attn importable: {has_flash}, CUDA: {has_cuda}); use 'auto' or 'sdpa'"
+            )
+        choice, reason = requested, "requested"
+    elif requested in ("sdpa", "eager"):
+        choice, reason = requested, "requested"
+    else:
+        raise ModelConfigError(
+            f"unknown attn_implementation '{requested}' (auto | flash_attention_2 | sdpa | eager)"
+        )
+    _log_attention_once(choice, reason)
+    return choice
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Random init (model_name_or_path unset) or load a pretrained dir; set generation stop ids."""
+    attn = choose_attn_implementation(args.attn_implementation)
+    if args.model_name_or_path:
+        if args.dtype != "auto" and args.dtype not in _DTYPES:
+            raise ModelConfigError(f"unknown dtype '{args.dtype}' (auto | {' | '.join(_DTYPES)})")
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model_name_or_path, attn_implementation=attn, dtype=_DTYPES.get(args.dtype, "auto")
+        )
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            logger.warning("tokenizer has %d tokens, model embeddings %d: resizing",
+                           len(tokenizer), model.get_input_embeddings().num_embeddings)
+            model.resize_token_embeddings(padded_vocab_size(tokenizer, args.vocab_pad_multiple))
+    else:
+        config = build_model_config(args, tokenizer)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    set_generation_ids(model, tokenizer)
+    if not autotokenizer_roundtrip_ok(tokenizer, model.config.model_type):
+        logger.warning(
+            "plain AutoTokenizer will NOT reproduce this tokenizer's ids from a %s checkpoint dir "
+            "(transformers swaps in its own pre-tokenizer); load checkpoints with "
+            "mini_lm.tokenization.load_tokenizer or PreTrainedTokenizerFast.from_pretrained",
+            model.config.model_type,
+        )
+    logger.info("model: %s, %.2fM parameters (%.2fM without embeddings)", type(model).__name__,
+                count_parameters(model) / 1e6, count_parameters(model, exclude_embeddings=True) / 1e6)
+    return model
+
+
+def set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make plain ``model.generate`` stop at <|im_end|> / <|endoftext|> and pad with the pad id."""
+    stops = stop_token_ids(tokenizer)
+    if stops:
+        model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
+    if tokenizer.pad_token_id is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def count_parameters(model: torch.nn.Module, exclude_embeddings: bool = False) -> int:
+    """Unique parameters (tied weights counted once); optionally without embedding tables."""
+    seen, total = set(), 0
+    embeddings = set()
+    if exclude_embeddings:
+        embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    for p in model.parameters():
+        if id(p) in seen or id(p) in embeddings:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total

@@ -1,0 +1,64 @@
+"""Pretrain a GPT-2 / Qwen2 causal LM on a text corpus with the HF Trainer.
+
+    # one CPU or GPU
+    python recipes/pretrain.py --config recipes/configs/qwen2/pretrain_tiny.yaml
+    # several GPUs (DDP), one node
+    accelerate launch --config_file launch/accelerate_multi_gpu.yaml recipes/pretrain.py \
+        --config recipes/configs/gpt2/pretrain_chinese_mini_82m.yaml
+    # DeepSpeed ZeRO-2 (accelerate or torchrun + --deepspeed)
+    accelerate launch --config_file launch/accelerate_zero2.yaml recipes/pretrain.py --config ...
+    torchrun --nproc_per_node 8 recipes/pretrain.py --config ... --deepspeed ds_configs/zero2.json
+
+Any config key can be overridden on the command line: --max_steps 100 --learning_rate 1e-3.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from transformers import set_seed
+
+from mini_lm.config import (
+    MiniLMTrainingArguments,
+    ModelArguments,
+    PretrainDataArguments,
+    check_pretrain_config,
+    parse_config,
+    setup_logging,
+)
+from mini_lm.data.packing import CausalLMCollator, pad_id
+from mini_lm.data.pretrain import build_pretrain_datasets, prepare_tokenizer
+from mini_lm.models import build_model
+from mini_lm.training import MiniLMTrainer, configure_reporting, run_training
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args = parse_config(
+        [ModelArguments, PretrainDataArguments, MiniLMTrainingArguments], argv
+    )
+    check_pretrain_config(model_args, data_args, training_args)
+    setup_logging(training_args)
+    configure_reporting(training_args)
+    set_seed(training_args.seed)
+
+    # Rank 0 trains the tokenizer / fills the datasets cache first; the others then reuse it.
+    with training_args.main_process_first(desc="tokenizer"):
+        tokenizer = prepare_tokenizer(model_args, data_args, training_args.output_dir)
+    with training_args.main_process_first(desc="tokenize and pack"):
+        train_dataset, eval_dataset = build_pretrain_datasets(data_args, tokenizer, seed=training_args.seed)
+
+    model = build_model(model_args, tokenizer)
+    trainer = MiniLMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=CausalLMCollator(pad_token_id=pad_id(tokenizer)),
+        processing_class=tokenizer,
+        seq_len=data_args.block_size,
+    )
+    return run_training(trainer)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
