@@ -9,7 +9,9 @@ deliberately *not* hidden (no no_repeat_ngram_size): seeing it is the point of t
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -103,3 +105,49 @@ def _generate_batch(model, tokenizer, prompts, settings, stops, pad) -> list[Gen
             stopped=cut is not None, seconds=seconds,
         ))
     return results
+
+
+def stream(model, tokenizer, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
+    """Yield the continuation of one prompt as text pieces while it is generated (for chat / SSE).
+
+    Runs ``generate`` in a worker thread feeding a ``TextIteratorStreamer``; the pieces joined
+    equal ``generate(...)[0].text`` for the same settings and seed.
+    """
+    from transformers import TextIteratorStreamer
+
+    settings = settings or GenerationSettings()
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            _generate_batch_streaming(model, tokenizer, prompt, settings, streamer)
+        except BaseException as err:  # surfaced in the caller's thread below
+            errors.append(err)
+            streamer.end()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    yield from streamer
+    worker.join()
+    if errors:
+        raise errors[0]
+
+
+@torch.no_grad()
+def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer) -> None:
+    stops = settings.stop_token_ids or stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    enc = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
+    sampling = dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p) \
+        if settings.do_sample else {}
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    was_training = model.training
+    model.eval()
+    try:
+        model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+                       repetition_penalty=settings.repetition_penalty, eos_token_id=stops, pad_token_id=pad,
+                       use_cache=True, streamer=streamer, **sampling)
+    finally:
+        model.train(was_training)
