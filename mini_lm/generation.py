@@ -55,6 +55,23 @@ class GenerationResult:
     seconds: float  # wall time of the batch this prompt was in
 
 
+def load_for_generation(model_dir: str, device: str | None = None, dtype: str = "auto"):
+    """(model, tokenizer) from any dir a recipe saved: the one loader the CLI, probes and serving use.
+
+    Families with their own model class (the BERT adapter) hook in here, so callers never branch.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
 def render_chat_prompt(tokenizer, messages: list[dict]) -> str:
     """Messages -> prompt text ending with the assistant header, via the tokenizer's chat template."""
     if not tokenizer.chat_template:

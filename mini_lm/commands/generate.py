@@ -43,18 +43,14 @@ def read_prompts(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoModelForCausalLM
-
-    from ..generation import GenerationSettings, generate
-    from ..tokenization import load_tokenizer
+    from ..generation import GenerationSettings, generate, load_for_generation
 
     records = read_prompts(args)
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    tokenizer = load_tokenizer(args.model_dir)
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir)
+    model, tokenizer = load_for_generation(args.model_dir)
     results = generate(model, tokenizer, [r["prompt"] for r in records], settings, batch_size=args.batch_size)
     shown = 8 if args.quiet else len(records)
     for record, result in list(zip(records, results))[:shown]:
