@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-tokenizer": ("mini_lm.commands.train_tokenizer", "train a byte-level BPE with ChatML tokens"),
     "synth-world": ("mini_lm.commands.synth_world", "write the synthetic people world (bios, Q/A)"),
     "generate": ("mini_lm.commands.generate", "continue prompts with a trained model"),
+    "serve": ("mini_lm.commands.serve", "serve a model: OpenAI-compatible HTTP API and a chat page"),
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -113,32 +113,37 @@ def _generate_batch(model, tokenizer, prompts, settings, stops, pad) -> list[Gen
         use_cache=True, **sampling,
     )  # (B, T_prompt + T_new)
     seconds = time.perf_counter() - began
-    results = []
-    for prompt, row in zip(prompts, out[:, enc["input_ids"].shape[1]:].tolist()):
-        cut = next((i + 1 for i, tok in enumerate(row) if tok in stops), None)
-        new = row[:cut] if cut else row
-        results.append(GenerationResult(
-            prompt=prompt, text=tokenizer.decode(new, skip_special_tokens=True), token_ids=new,
-            stopped=cut is not None, seconds=seconds,
-        ))
-    return results
+    new_rows = out[:, enc["input_ids"].shape[1]:].tolist()
+    return [_to_result(tokenizer, prompt, row, stops, seconds) for prompt, row in zip(prompts, new_rows)]
 
 
-def stream(model, tokenizer, prompt: str, settings: GenerationSettings | None = None) -> Iterator[str]:
+def _to_result(tokenizer, prompt: str, row: list[int], stops: list[int], seconds: float) -> GenerationResult:
+    """New ids of one row -> result cut after the first stop id (padding after it dropped)."""
+    cut = next((i + 1 for i, tok in enumerate(row) if tok in stops), None)
+    new = row[:cut] if cut else row
+    return GenerationResult(prompt=prompt, text=tokenizer.decode(new, skip_special_tokens=True),
+                            token_ids=new, stopped=cut is not None, seconds=seconds)
+
+
+def stream(model, tokenizer, prompt: str, settings: GenerationSettings | None = None,
+           cancel: threading.Event | None = None) -> Generator[str, None, GenerationResult]:
     """Yield the continuation of one prompt as text pieces while it is generated (for chat / SSE).
 
     Runs ``generate`` in a worker thread feeding a ``TextIteratorStreamer``; the pieces joined
-    equal ``generate(...)[0].text`` for the same settings and seed.
+    equal ``generate(...)[0].text`` for the same settings and seed. The generator's return value
+    (``result = yield from stream(...)``) is that ``GenerationResult`` (token ids, stop reason).
+    Setting ``cancel`` ends generation at the next token (a server whose client went away).
     """
     from transformers import TextIteratorStreamer
 
     settings = settings or GenerationSettings()
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
+    results: list[GenerationResult] = []
 
     def work():
         try:
-            _generate_batch_streaming(model, tokenizer, prompt, settings, streamer)
+            results.append(_generate_batch_streaming(model, tokenizer, prompt, settings, streamer, cancel))
         except BaseException as err:  # surfaced in the caller's thread below
             errors.append(err)
             streamer.end()
@@ -149,10 +154,22 @@ def stream(model, tokenizer, prompt: str, settings: GenerationSettings | None = 
     worker.join()
     if errors:
         raise errors[0]
+    return results[0]
+
+
+def _cancel_criteria(cancel: threading.Event):
+    """Stopping criteria that end every row once ``cancel`` is set (checked after each token)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])
 
 
 @torch.no_grad()
-def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer) -> None:
+def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer, cancel=None) -> GenerationResult:
     stops = settings.stop_token_ids or stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     enc = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -160,11 +177,16 @@ def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer) -> N
         if settings.do_sample else {}
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
+    criteria = _cancel_criteria(cancel) if cancel is not None else None
     was_training = model.training
     model.eval()
+    began = time.perf_counter()
     try:
-        model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                       repetition_penalty=settings.repetition_penalty, eos_token_id=stops, pad_token_id=pad,
-                       use_cache=True, streamer=streamer, **sampling)
+        out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
+                             repetition_penalty=settings.repetition_penalty, eos_token_id=stops,
+                             pad_token_id=pad, use_cache=True, streamer=streamer,
+                             stopping_criteria=criteria, **sampling)  # (1, T_prompt + T_new)
     finally:
         model.train(was_training)
+    row = out[0, enc["input_ids"].shape[1]:].tolist()
+    return _to_result(tokenizer, prompt, row, stops, time.perf_counter() - began)

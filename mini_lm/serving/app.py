@@ -1,0 +1,262 @@
+"""The FastAPI app: OpenAI-compatible routes, limits, errors, and the chat page.
+
+    app = create_app(model, tokenizer, model_name="tiny")   # uvicorn.run(app, host="127.0.0.1")
+
+Every generation goes through ``mini_lm.generation`` on the engine's worker thread; request
+parsing, prompt rendering and token counting run in the threadpool, so the event loop stays free.
+The model is fixed at startup: no request field is ever used as a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+
+from ..generation import GenerationResult
+from .engine import EngineClosed, GenerationEngine, Job, ServerBusy
+from .limits import Prepared, RequestPreparer, ServeLimits
+from .protocol import (
+    APIError,
+    ChatCompletionRequest,
+    ChunkWriter,
+    CompletionRequest,
+    chat_response,
+    completion_response,
+    error_body,
+    usage,
+)
+from .stops import StopStringFilter, cut_at_stop
+
+logger = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+_END = object()  # posted to a stream's queue when its job is done
+
+
+def create_app(model, tokenizer, model_name: str, limits: ServeLimits | None = None,
+               api_key: str | None = None) -> FastAPI:
+    limits = limits or ServeLimits()
+    engine = GenerationEngine(model, tokenizer, max_pending=limits.max_concurrent,
+                              max_batch_size=limits.max_batch_size, batch_wait_s=limits.batch_wait_ms / 1000)
+    preparer = RequestPreparer(model, tokenizer, model_name, limits)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        engine.start()
+        yield
+        await run_in_threadpool(engine.close)
+
+    app = FastAPI(title="mini_lm", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.engine = engine
+    app.add_middleware(BodySizeLimit, max_body_bytes=limits.max_body_bytes)
+    _add_error_handlers(app, limits)
+    app.include_router(_api_router(engine, preparer, model_name, api_key))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name, **engine.status()}
+
+    return app
+
+
+def _api_router(engine: GenerationEngine, preparer: RequestPreparer, model_name: str,
+                api_key: str | None) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_auth(api_key))])
+
+    @router.get("/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
+                                            "owned_by": "mini_lm"}]}
+
+    @router.post("/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest):
+        prepared = await run_in_threadpool(preparer.prepare_chat, body)
+        return await _respond(engine, prepared, body, ChunkWriter(model_name, chat=True), chat_response)
+
+    @router.post("/completions")
+    async def completions(body: CompletionRequest):
+        prepared = await run_in_threadpool(preparer.prepare_completion, body)
+        return await _respond(engine, prepared, body, ChunkWriter(model_name, chat=False), completion_response)
+
+    return router
+
+
+def _auth(api_key: str | None):
+    async def check(authorization: str | None = Header(None)) -> None:
+        if api_key and not secrets.compare_digest(authorization or "", f"Bearer {api_key}"):
+            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+    return check
+
+
+async def _respond(engine, prepared: Prepared, body, writer: ChunkWriter, build):
+    if body.stream:
+        return await _stream_response(engine, prepared, body, writer)
+    results = await asyncio.wrap_future(_submit(engine, Job(prepared.rows, prepared.settings)))
+    choices = [_finish(r, prepared.stops, prepared.echo[i]) for i, r in enumerate(results)]
+    completion_tokens = sum(len(r.token_ids) for r in results)
+    return build(prepared.model_name, choices, usage(prepared.prompt_tokens, completion_tokens))
+
+
+def _submit(engine: GenerationEngine, job: Job):
+    try:
+        return engine.submit(job)
+    except ServerBusy as err:
+        raise APIError(429, f"{err}; retry later (limit: mini-lm serve --max-concurrent)",
+                       code="server_busy", kind="rate_limit_error") from err
+    except EngineClosed as err:
+        raise APIError(503, str(err), kind="server_error") from err
+
+
+def _finish(result: GenerationResult, stops: list[str], prefix: str = "") -> tuple[str, str]:
+    """Result -> (text, finish_reason): 'stop' for a stop token or stop string, else 'length'."""
+    text, hit = cut_at_stop(result.text, stops)
+    return prefix + text, "stop" if hit or result.stopped else "length"
+
+
+async def _stream_response(engine, prepared: Prepared, body, writer: ChunkWriter) -> StreamingResponse:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()  # bounded by max_tokens pieces
+
+    def put(item) -> None:  # called from the worker thread
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    job = Job(prepared.rows, prepared.settings, on_piece=put)
+    _submit(engine, job).add_done_callback(lambda _future: put(_END))
+    events = _sse_events(job, queue, writer, prepared, body.include_usage())
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse(payload) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def _sse_events(job: Job, queue: asyncio.Queue, writer: ChunkWriter, prepared: Prepared,
+                      include_usage: bool):
+    stops = StopStringFilter(prepared.stops)
+    try:
+        if (opening := writer.opening()) is not None:
+            yield _sse(opening)
+        if prepared.echo[0]:
+            yield _sse(writer.piece(prepared.echo[0]))
+        while (piece := await queue.get()) is not _END:
+            if text := stops.feed(piece):
+                yield _sse(writer.piece(text))
+            if stops.stopped:
+                job.cancel.set()  # generation ends at the next token; its last pieces are dropped
+        try:
+            result = job.future.result()[0]
+        except Exception as err:  # headers are sent: report the error in the stream
+            logger.exception("streamed generation failed")
+            yield _sse(error_body(f"generation failed: {err}", "server_error"))
+            return
+        if tail := stops.flush():
+            yield _sse(writer.piece(tail))
+        yield _sse(writer.finish("stop" if stops.stopped or result.stopped else "length"))
+        if include_usage:
+            yield _sse(writer.usage(usage(prepared.prompt_tokens, len(result.token_ids))))
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel.set()  # the client went away (or we are done): stop generating for it
+
+
+def _add_error_handlers(app: FastAPI, limits: ServeLimits) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_request: Request, err: APIError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if err.status == 429 else None
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_errors(err.errors())
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
+        message = body_too_large(limits.max_body_bytes) if err.status_code == 413 else str(err.detail)
+        return JSONResponse(error_body(message), status_code=err.status_code, headers=err.headers)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _field_path(loc) -> str:
+    """('body', 'messages', 0, 'content', 'str') -> 'messages[0].content' (union member tags dropped)."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and part.lower() not in _TYPE_TAGS and not part[0].isupper():
+            path += f".{part}" if path else part
+    return path
+
+
+def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
+    """pydantic errors -> (one readable message, the first bad field).
+
+    [{'loc': ('body', 'n'), 'msg': 'Input should be a valid integer', ...}]
+    -> ('invalid request: n: Input should be a valid integer', 'n')
+    """
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return (f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])} "
+                f"at character {first['loc'][-1]}"), None
+    if tuple(first["loc"]) == ("body",) and first["type"] != "value_error":  # no body, or not an object
+        return "request body must be a JSON object (Content-Type: application/json)", None
+    problems: dict[str, list[str]] = {}  # field -> messages (a union field fails once per member)
+    for error in errors:
+        msg = "unsupported field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+        problems.setdefault(_field_path(error["loc"]), [])
+        if msg not in problems[_field_path(error["loc"])]:
+            problems[_field_path(error["loc"])].append(msg)
+    lines = [f"{path}: {' or '.join(msgs)}" if path else " or ".join(msgs) for path, msgs in problems.items()]
+    return "invalid request: " + "; ".join(lines[:4]), _field_path(first["loc"]) or None
+
+
+class BodySizeLimit:
+    """413 once a request body exceeds the limit: at once for a declared Content-Length (before
+    reading anything), else as chunks arrive (the HTTPException reaches the API's error handler).
+    """
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            response = JSONResponse(error_body(body_too_large(self.max_body_bytes)), status_code=413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise HTTPException(413)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def body_too_large(limit: int) -> str:
+    return f"request body is larger than this server's limit of {limit} bytes (mini-lm serve --max-body-bytes)"
