@@ -16,25 +16,21 @@ import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, FastAPI, Header
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 
 from ..generation import GenerationResult
 from .engine import EngineClosed, GenerationEngine, Job, ServerBusy
+from .errors import APIError, BodySizeLimit, add_error_handlers, error_body
 from .limits import Prepared, RequestPreparer, ServeLimits
 from .protocol import (
-    APIError,
     ChatCompletionRequest,
     ChunkWriter,
     CompletionRequest,
     chat_response,
     completion_response,
-    error_body,
     usage,
 )
 from .stops import StopStringFilter, cut_at_stop
@@ -60,7 +56,7 @@ def create_app(model, tokenizer, model_name: str, limits: ServeLimits | None = N
     app = FastAPI(title="mini_lm", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.add_middleware(BodySizeLimit, max_body_bytes=limits.max_body_bytes)
-    _add_error_handlers(app, limits)
+    add_error_handlers(app, limits.max_body_bytes)
     app.include_router(_api_router(engine, preparer, model_name, api_key))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -175,88 +171,3 @@ async def _sse_events(job: Job, queue: asyncio.Queue, writer: ChunkWriter, prepa
         yield "data: [DONE]\n\n"
     finally:
         job.cancel.set()  # the client went away (or we are done): stop generating for it
-
-
-def _add_error_handlers(app: FastAPI, limits: ServeLimits) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(_request: Request, err: APIError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if err.status == 429 else None
-        return JSONResponse(err.body(), status_code=err.status, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
-        message, param = describe_validation_errors(err.errors())
-        return JSONResponse(error_body(message, param=param), status_code=400)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
-        message = body_too_large(limits.max_body_bytes) if err.status_code == 413 else str(err.detail)
-        return JSONResponse(error_body(message), status_code=err.status_code, headers=err.headers)
-
-
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
-
-
-def _field_path(loc) -> str:
-    """('body', 'messages', 0, 'content', 'str') -> 'messages[0].content' (union member tags dropped)."""
-    path = ""
-    for part in loc[1:] if loc and loc[0] == "body" else loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part.isidentifier() and part.lower() not in _TYPE_TAGS and not part[0].isupper():
-            path += f".{part}" if path else part
-    return path
-
-
-def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
-    """pydantic errors -> (one readable message, the first bad field).
-
-    [{'loc': ('body', 'n'), 'msg': 'Input should be a valid integer', ...}]
-    -> ('invalid request: n: Input should be a valid integer', 'n')
-    """
-    first = errors[0]
-    if first["type"] == "json_invalid":
-        return (f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])} "
-                f"at character {first['loc'][-1]}"), None
-    if tuple(first["loc"]) == ("body",) and first["type"] != "value_error":  # no body, or not an object
-        return "request body must be a JSON object (Content-Type: application/json)", None
-    problems: dict[str, list[str]] = {}  # field -> messages (a union field fails once per member)
-    for error in errors:
-        msg = "unsupported field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-        problems.setdefault(_field_path(error["loc"]), [])
-        if msg not in problems[_field_path(error["loc"])]:
-            problems[_field_path(error["loc"])].append(msg)
-    lines = [f"{path}: {' or '.join(msgs)}" if path else " or ".join(msgs) for path, msgs in problems.items()]
-    return "invalid request: " + "; ".join(lines[:4]), _field_path(first["loc"]) or None
-
-
-class BodySizeLimit:
-    """413 once a request body exceeds the limit: at once for a declared Content-Length (before
-    reading anything), else as chunks arrive (the HTTPException reaches the API's error handler).
-    """
-
-    def __init__(self, app, max_body_bytes: int):
-        self.app, self.max_body_bytes = app, max_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            response = JSONResponse(error_body(body_too_large(self.max_body_bytes)), status_code=413)
-            return await response(scope, receive, send)
-        received = 0
-
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:
-                raise HTTPException(413)
-            return message
-
-        await self.app(scope, counting_receive, send)
-
-
-def body_too_large(limit: int) -> str:
-    return f"request body is larger than this server's limit of {limit} bytes (mini-lm serve --max-body-bytes)"

@@ -6,7 +6,8 @@ import copy
 from dataclasses import dataclass
 
 from ..generation import GenerationSettings, render_chat_prompt
-from .protocol import APIError, ChatCompletionRequest, CompletionRequest
+from .errors import APIError
+from .protocol import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass

@@ -1,0 +1,111 @@
+"""Errors in OpenAI's ``{"error": {...}}`` shape: our own, pydantic's, Starlette's, and oversized bodies."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+
+
+class APIError(Exception):
+    """An error the client caused (4xx) or should see, in OpenAI's ``{"error": {...}}`` shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+    def body(self) -> dict:
+        return error_body(self.message, self.kind, self.param, self.code)
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def add_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_request: Request, err: APIError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if err.status == 429 else None
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation_errors(err.errors())
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
+        message = body_too_large(max_body_bytes) if err.status_code == 413 else str(err.detail)
+        return JSONResponse(error_body(message), status_code=err.status_code, headers=err.headers)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _field_path(loc) -> str:
+    """('body', 'messages', 0, 'content', 'str') -> 'messages[0].content' (union member tags dropped)."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and part.lower() not in _TYPE_TAGS and not part[0].isupper():
+            path += f".{part}" if path else part
+    return path
+
+
+def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
+    """pydantic errors -> (one readable message, the first bad field).
+
+    [{'loc': ('body', 'n'), 'msg': 'Input should be a valid integer', ...}]
+    -> ('invalid request: n: Input should be a valid integer', 'n')
+    """
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return (f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])} "
+                f"at character {first['loc'][-1]}"), None
+    if tuple(first["loc"]) == ("body",) and first["type"] != "value_error":  # no body, or not an object
+        return "request body must be a JSON object (Content-Type: application/json)", None
+    problems: dict[str, list[str]] = {}  # field -> messages (a union field fails once per member)
+    for error in errors:
+        msg = "unsupported field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+        problems.setdefault(_field_path(error["loc"]), [])
+        if msg not in problems[_field_path(error["loc"])]:
+            problems[_field_path(error["loc"])].append(msg)
+    lines = [f"{path}: {' or '.join(msgs)}" if path else " or ".join(msgs) for path, msgs in problems.items()]
+    return "invalid request: " + "; ".join(lines[:4]), _field_path(first["loc"]) or None
+
+
+class BodySizeLimit:
+    """413 once a request body exceeds the limit: at once for a declared Content-Length (before
+    reading anything), else as chunks arrive (the HTTPException reaches the API's error handler).
+    """
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            response = JSONResponse(error_body(body_too_large(self.max_body_bytes)), status_code=413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise HTTPException(413)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def body_too_large(limit: int) -> str:
+    return f"request body is larger than this server's limit of {limit} bytes (mini-lm serve --max-body-bytes)"
