@@ -104,7 +104,13 @@ def _auth(api_key: str | None):
 async def _respond(engine, prepared: Prepared, body, writer: ChunkWriter, build):
     if body.stream:
         return await _stream_response(engine, prepared, body, writer)
-    results = await asyncio.wrap_future(_submit(engine, Job(prepared.rows, prepared.settings)))
+    future = _submit(engine, Job(prepared.rows, prepared.settings))
+    try:
+        results = await asyncio.wrap_future(future)
+    except EngineClosed as err:
+        raise APIError(503, str(err), kind="server_error") from err
+    except Exception as err:  # logged by the engine; the server keeps serving
+        raise APIError(500, f"generation failed: {err}", kind="server_error") from err
     choices = [_finish(r, prepared.stops, prepared.echo[i]) for i, r in enumerate(results)]
     completion_tokens = sum(len(r.token_ids) for r in results)
     return build(prepared.model_name, choices, usage(prepared.prompt_tokens, completion_tokens))

@@ -277,3 +277,39 @@ def test_disconnected_stream_stops_generating(endless_model, tiny_tokenizer):
         assert 0 < status["generated_tokens"] < 1500, status  # cancelled, not run to max_tokens
         full = client_for(url).completions.create(model=MODEL, prompt="王伟", max_tokens=1500, temperature=0)
         assert full.usage.completion_tokens == 1500 and full.choices[0].finish_reason == "length"  # control
+
+
+def test_a_failing_generation_is_reported_and_the_server_keeps_serving(endless_model, tiny_tokenizer):
+    def broken_forward(_module, _args):
+        raise RuntimeError("injected fault")
+
+    with serve_in_thread(create_app(endless_model, tiny_tokenizer, MODEL)) as url:
+        hook = endless_model.register_forward_pre_hook(broken_forward)
+        try:
+            failed = httpx.post(f"{url}/v1/completions", json={"prompt": "王伟", "max_tokens": 4})
+            with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "王伟", "stream": True}) as response:
+                events = [line for line in response.iter_lines() if line]
+        finally:
+            hook.remove()
+        assert failed.status_code == 500 and "injected fault" in failed.json()["error"]["message"]
+        assert response.status_code == 200 and "injected fault" in json.loads(events[-1].removeprefix("data: "))["error"]["message"]
+        assert client_for(url).completions.create(model=MODEL, prompt="王伟", max_tokens=4).usage.completion_tokens == 4
+        assert health(url)["errors"] == 2
+
+
+def test_a_gpt2_model_serves_through_the_same_path(tiny_tokenizer):
+    import torch
+
+    from mini_lm.config import ModelArguments
+    from mini_lm.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelArguments(model_family="gpt2", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       max_position_embeddings=64), tiny_tokenizer).eval()
+    prompts = ["王伟", "Na Li"]
+    with serve_in_thread(create_app(model, tiny_tokenizer, MODEL)) as url:
+        client = client_for(url)
+        reply = client.completions.create(model=MODEL, prompt=prompts, temperature=0, max_tokens=6)
+        too_long = httpx.post(f"{url}/v1/completions", json={"prompt": "王伟", "max_tokens": 64}).json()["error"]
+    assert [c.text for c in reply.choices] == [r.text for r in generate(model, tiny_tokenizer, prompts, greedy(6))]
+    assert "context length of 64" in too_long["message"]  # GPT-2's n_positions is read too
