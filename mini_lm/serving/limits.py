@@ -80,6 +80,8 @@ class RequestPreparer:
             raise APIError(400, f"this request asks for {rows} completions (prompts x n); the limit is "
                                 f"{self.limits.max_rows_per_request} (--max-rows-per-request)", param="n")
         counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        if min(counts) == 0:
+            raise APIError(400, "empty prompt: generation needs at least one token to continue", param=field)
         max_new = self._max_new_tokens(body.requested_max_tokens(), max(counts), field)
         return Prepared(
             model_name=self.model_name, rows=[p for p in prompts for _ in range(body.n)],
@@ -91,8 +93,9 @@ class RequestPreparer:
         limits, context = self.limits, self.context
         caps = [cap for cap in (limits.max_prompt_tokens, context and context - 1) if cap]
         if caps and prompt_tokens > min(caps):
-            raise APIError(400, f"prompt is {prompt_tokens} tokens; this server accepts at most {min(caps)}",
-                           param=field, code="context_length_exceeded")
+            raise APIError(400, f"prompt is {prompt_tokens} tokens; this server accepts at most {min(caps)} "
+                                "(the model's context, or --max-prompt-tokens)", param=field,
+                           code="context_length_exceeded")
         if requested is not None and requested > limits.max_tokens:
             raise APIError(400, f"max_tokens={requested} is above this server's limit of {limits.max_tokens} "
                                 "(mini-lm serve --max-tokens-limit)", param="max_tokens")

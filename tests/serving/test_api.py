@@ -167,7 +167,8 @@ def test_bad_requests_are_400_and_the_server_keeps_serving(server, case):
 
 
 def test_completion_prompts_must_be_text(server):
-    for prompt, expected in (([1, 2, 3], "prompt"), ([], "prompt is an empty list"), (None, "prompt")):
+    cases = (([1, 2, 3], "prompt"), ([], "prompt is an empty list"), (None, "prompt"), ("", "empty prompt"))
+    for prompt, expected in cases:
         response = httpx.post(f"{server}/v1/completions", json={"prompt": prompt, "max_tokens": 2})
         assert response.status_code == 400 and expected in response.json()["error"]["message"]
 
