@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import re
@@ -146,7 +147,62 @@ class MiniLMTrainingArguments(TrainingArguments):
             self.use_cpu = True
         if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
             self.report_to = [r.strip() for r in self.report_to.split(",") if r.strip()]
+        # Read before super(), whose own parse of a broken DeepSpeed JSON does not name the file.
+        pinned = pinned_batch_values(self)
         super().__post_init__()
+        check_global_batch(self, pinned)  # here, so every recipe fails before building data or model
+
+
+# --------------------------------------------------------------------------- launch consistency
+
+_DS_BATCH_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
+
+
+def pinned_batch_values(args: TrainingArguments) -> dict[str, tuple[int, str]]:
+    """Batch values a DeepSpeed JSON or the accelerate config fixes (not "auto"): {key: (value, where)}.
+
+    --deepspeed ds.json holding {"train_batch_size": 32, "gradient_accumulation_steps": "auto"}
+    -> {"train_batch_size": (32, "ds.json")}. Under ``accelerate launch`` the JSON is the accelerate
+    config's deepspeed_config_file, and its deepspeed_config may pin gradient_accumulation_steps.
+    """
+    pinned, config = {}, args.deepspeed
+    if not config and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        config = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+        accum = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "")
+        if accum.isdigit():
+            pinned["gradient_accumulation_steps"] = (int(accum), "the accelerate config (deepspeed_config)")
+    if config:
+        source = "the deepspeed config dict" if isinstance(config, dict) else str(config)
+        if not isinstance(config, dict):
+            try:
+                config = json.loads(Path(config).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"deepspeed config {source}: cannot read it as JSON: {err}") from err
+        pinned.update({k: (config[k], source) for k in _DS_BATCH_KEYS if isinstance(config.get(k), int)})
+    return pinned
+
+
+def check_global_batch(args: TrainingArguments, pinned: dict[str, tuple[int, str]] | None = None) -> None:
+    """Global batch = per_device_train_batch_size x gradient_accumulation_steps x world size must
+    agree with every value a DeepSpeed / accelerate config pins. Fail at start-up, naming the file:
+    the Trainer's own check comes only when training starts, after data and model are built.
+
+    per-device 4, accumulation 1, 2 processes, ds.json train_batch_size 16 -> ConfigError:
+    "ds.json: train_batch_size=16, but ... 4 x 1 x 2 processes = global batch 8 ...".
+    """
+    pinned = pinned_batch_values(args) if pinned is None else pinned
+    micro, accum, world = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
+    expected = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accum,
+                "train_batch_size": micro * accum * world}
+    wrong = {key: (value, source) for key, (value, source) in pinned.items() if value != expected[key]}
+    if wrong:
+        sources = sorted({source for _, source in wrong.values()})
+        raise ConfigError(
+            f"{' and '.join(sources)}: {', '.join(f'{k}={v}' for k, (v, _) in wrong.items())}, but the "
+            f"training arguments give per_device_train_batch_size {micro} x gradient_accumulation_steps "
+            f"{accum} x {world} processes = global batch {micro * accum * world}. Set {', '.join(wrong)} to "
+            "\"auto\" there (the Trainer fills it in), or change the training arguments or the number of processes."
+        )
 
 
 # --------------------------------------------------------------------------- parsing
