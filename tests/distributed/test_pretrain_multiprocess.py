@@ -1,69 +1,115 @@
-"""Real multi-process runs of recipes/pretrain.py on CPU (gloo): DDP via torchrun and accelerate,
-and DeepSpeed ZeRO-2. Each run writes run_info.json (rank 0) with what every rank saw."""
+"""Real multi-process runs of recipes/pretrain.py on one CPU machine (gloo): DDP through torchrun
+and accelerate, DeepSpeed ZeRO-2 (and its resume), ZeRO-3 through launch/accelerate_zero3.yaml.
+Each 2-process run must shard the data (every rank a different first batch) and, where the
+initial weights are the same, follow the 1-process run of the same global batch (see conftest)."""
 
-import json
-import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM
 
-from mini_lm.data.synthetic import write_world
-
-from ..conftest import REPO
+from ..conftest import REPO, run_module_main
+from ..launch_helpers import free_port
+from .conftest import (
+    CONTROL_MIN_DIFF,
+    LOSS_TOLERANCE,
+    RECIPE,
+    finish,
+    losses,
+    max_loss_diff,
+    recipe_args,
+    run_info,
+    start,
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "64", "--block_size", "32", "--tokenizer_vocab_size", "320",
-        "--per_device_train_batch_size", "4", "--max_steps", "6", "--logging_steps", "2", "--disable_tqdm", "true",
-        "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "steps", "--eval_steps", "6"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+ZERO2 = ["--deepspeed", str(REPO / "ds_configs/zero2.json")]
+
+
+def launch(launcher: list[str], args: list[str]) -> str:
+    return finish([start([*launcher, str(RECIPE), *args])])[0]
 
 
 @pytest.fixture(scope="module")
-def bios(tmp_path_factory) -> str:
-    return str(write_world(tmp_path_factory.mktemp("world"), seed=0, n_people=30, bios_per_person=2)["bios"])
+def zero2(bios, tmp_path_factory):
+    """ZeRO-2 over torchrun, checkpointing at step 3 (for the resume test)."""
+    out = tmp_path_factory.mktemp("zero2") / "run"
+    launch(TORCHRUN, recipe_args(bios, out, *ZERO2, "--save_strategy", "steps", "--save_steps", "3"))
+    return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_negative_control_differs_from_reference(reference):
+    assert max_loss_diff(reference["same"], reference["control"]) > CONTROL_MIN_DIFF
 
 
-def launch(launcher: list[str], recipe_args: list[str], out: Path) -> dict:
-    cmd = [*launcher, str(REPO / "recipes/pretrain.py"), *recipe_args, "--output_dir", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    assert (out / "model.safetensors").is_file()
-    AutoModelForCausalLM.from_pretrained(out)  # the final model is a loadable checkpoint
-    return json.loads((out / "run_info.json").read_text())
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-
-
-def test_ddp_torchrun_two_processes_shard_data(bios, tmp_path):
-    info = launch(TORCHRUN, [*TINY, "--train_files", bios], tmp_path / "ddp")
-    assert info["world_size"] == 2
+def test_ddp_torchrun_two_processes_shard_data_and_match_one_process(bios, tmp_path, reference):
+    out = tmp_path / "ddp"
+    launch(TORCHRUN, recipe_args(bios, out))
+    info = run_info(out)
+    assert info["world_size"] == 2 and info["global_batch_size"] == 8
     assert len(info["batch_fingerprints"]) == 2 and info["ranks_see_distinct_data"]
-    assert info["global_batch_size"] == 8
+    assert max_loss_diff(losses(out), reference["same"]) < LOSS_TOLERANCE
 
 
 def test_ddp_accelerate_launch_with_repo_config(bios, tmp_path):
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                  str(REPO / "launch/accelerate_multi_gpu.yaml"), "--num_processes", "2",
-                  "--main_process_port", str(free_port())]
-    info = launch(accelerate, [*TINY, "--train_files", bios], tmp_path / "acc")
-    assert info["world_size"] == 2 and info["ranks_see_distinct_data"]
+    out = tmp_path / "acc"
+    launch([*ACCELERATE, "--config_file", str(REPO / "launch/accelerate_multi_gpu.yaml"), "--num_processes", "2",
+            "--main_process_port", str(free_port())], recipe_args(bios, out))
+    info = run_info(out)
+    assert info["world_size"] == 2 and info["distributed_type"] == "MULTI_CPU" and info["ranks_see_distinct_data"]
 
 
-def test_deepspeed_zero2_two_processes(bios, tmp_path):
-    info = launch(TORCHRUN, [*TINY, "--train_files", bios, "--deepspeed", str(REPO / "ds_configs/zero2.json")],
-                  tmp_path / "zero2")
+def test_deepspeed_zero2_two_processes_shard_state_and_data(zero2, reference):
+    info = run_info(zero2)
     assert info["deepspeed_zero_stage"] == 2 and info["deepspeed_world_size"] == 2
     assert info["ranks_see_distinct_data"], info["batch_fingerprints"]
+    # ZeRO-2: each rank saved its own half of the optimizer state
+    shards = sorted(p.name for p in (zero2 / "checkpoint-3/global_step3").glob("zero_pp_rank_*_optim_states.pt"))
+    assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert max_loss_diff(losses(zero2), reference["same"]) < LOSS_TOLERANCE
+
+
+def test_deepspeed_zero2_resumes_from_its_checkpoint(zero2, bios, tmp_path):
+    """Steps 4-6 after resuming at checkpoint-3 (weights, ZeRO optimizer shards, scheduler, data
+    position) equal the uninterrupted run's. Negative control: a run that only loads the
+    checkpoint's weights (fresh optimizer and data order) does not."""
+    resumed = tmp_path / "resumed"
+    launch(TORCHRUN, recipe_args(bios, resumed, *ZERO2, "--resume_from_checkpoint", str(zero2 / "checkpoint-3")))
+    assert run_info(resumed)["deepspeed_zero_stage"] == 2
+    after = range(4, 7)
+    assert max_loss_diff(losses(resumed), losses(zero2), after) < LOSS_TOLERANCE
+
+    weights_only = tmp_path / "weights_only"
+    checkpoint = str(zero2 / "checkpoint-3")
+    run_module_main(RECIPE, recipe_args(bios, weights_only, "--per_device_train_batch_size", "8", "--max_steps", "3",
+                                        "--model_name_or_path", checkpoint, "--tokenizer_name_or_path", checkpoint))
+    restarted = {step + 3: loss for step, loss in losses(weights_only).items()}
+    assert max_loss_diff(restarted, losses(zero2), after) > CONTROL_MIN_DIFF
+
+
+def test_deepspeed_zero3_through_accelerate_config(bios, tmp_path):
+    """launch/accelerate_zero3.yaml: stage 3 with zero3_init_flag (the model is created already
+    sharded, so its random init differs from a 1-process run: no loss comparison here), and the
+    saved model is whole (stage3_gather_16bit_weights_on_model_save)."""
+    out = tmp_path / "zero3"
+    launch([*ACCELERATE, "--config_file", str(REPO / "launch/accelerate_zero3.yaml"), "--num_processes", "2",
+            "--main_process_port", str(free_port())], recipe_args(bios, out))
+    info = run_info(out)
+    assert info["deepspeed_zero_stage"] == 3 and info["deepspeed_world_size"] == 2 and info["ranks_see_distinct_data"]
+    steps = losses(out)
+    assert steps[6] < steps[1] - 0.2, steps  # it trained
+
+
+def test_pinned_deepspeed_batch_that_disagrees_with_world_size_fails_at_start(bios, tmp_path):
+    """train_batch_size 4 = 4 x 1 x 1 holds for one process; launched on two it must stop at
+    argument parsing, naming the file, before any data is read."""
+    pinned = tmp_path / "zero2_pinned.json"
+    pinned.write_text((REPO / "ds_configs/zero2.json").read_text().replace('"train_batch_size": "auto"',
+                                                                          '"train_batch_size": 4'))
+    proc = start([*TORCHRUN, str(RECIPE), *recipe_args(bios, tmp_path / "out", "--deepspeed", str(pinned))])
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode != 0
+    assert f"ConfigError: {pinned}: train_batch_size=4" in output and "x 2 processes = global batch 8" in output
+    assert "train data:" not in output and not (tmp_path / "out").exists()
