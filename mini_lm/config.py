@@ -171,14 +171,17 @@ def pinned_batch_values(args: TrainingArguments) -> dict[str, tuple[int, str]]:
         accum = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "")
         if accum.isdigit():
             pinned["gradient_accumulation_steps"] = (int(accum), "the accelerate config (deepspeed_config)")
-    if config:
-        source = "the deepspeed config dict" if isinstance(config, dict) else str(config)
-        if not isinstance(config, dict):
-            try:
-                config = json.loads(Path(config).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                raise ConfigError(f"deepspeed config {source}: cannot read it as JSON: {err}") from err
-        pinned.update({k: (config[k], source) for k in _DS_BATCH_KEYS if isinstance(config.get(k), int)})
+    if isinstance(config, str) and Path(config).is_file():
+        source = config
+        try:
+            config = json.loads(Path(config).read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ConfigError(f"deepspeed config {source}: cannot read it as JSON: {err}") from err
+    elif isinstance(config, dict):
+        source = "the deepspeed config dict"
+    else:  # unset, or not a file: transformers takes base64 JSON too, and names a missing path itself
+        return pinned
+    pinned.update({k: (config[k], source) for k in _DS_BATCH_KEYS if isinstance(config.get(k), int)})
     return pinned
 
 

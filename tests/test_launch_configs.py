@@ -219,3 +219,15 @@ def test_unreadable_deepspeed_json_is_named(through, tmp_path, monkeypatch):
         monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(bad))
     with pytest.raises(ConfigError, match="bad.json: cannot read it as JSON"):
         MiniLMTrainingArguments(output_dir=str(tmp_path), **kwargs)
+
+
+def test_global_batch_check_reads_dict_and_base64_configs(tmp_path):
+    import base64
+
+    config = {"zero_optimization": {"stage": 2}, "train_batch_size": 32}
+    with pytest.raises(ConfigError, match="^the deepspeed config dict: train_batch_size=32"):
+        MiniLMTrainingArguments(output_dir=str(tmp_path), deepspeed=config)
+    # transformers also takes base64-encoded JSON; the check leaves that to it rather than misread it
+    encoded = base64.urlsafe_b64encode(json.dumps({**config, "train_batch_size": 8}).encode()).decode()
+    args = MiniLMTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, deepspeed=encoded)
+    assert args.hf_deepspeed_config.config["train_batch_size"] == 8
