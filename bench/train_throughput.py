@@ -11,7 +11,9 @@ recipes/pretrain.py trains with. naive: the stock HF way without those: one docu
 attention, plain Trainer, same precision and batch. Two ablations (packed+eager, padded+fast-attn)
 show which part buys what. tokens/s counts real tokens only (attention_mask), so padding is the
 baseline's cost, not its gain. Variants run interleaved (A B C D A B C D ...) and each figure is
-the median over --repeats, so machine noise hits all of them alike. Prints a table, writes JSON.
+the median over --repeats. On CPU the ratios are taken on tokens per CPU-second of a 1-thread
+process, which other jobs on a shared machine barely move (wall-clock tokens/s is shown too).
+Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class CountingCollator:
 
 
 class StepTimer(TrainerCallback):
-    """Wall time and real tokens between the end of warm-up and the last step."""
+    """Wall time, this process's CPU time and real tokens at the end of warm-up and of the last step."""
 
     def __init__(self, warmup: int):
         self.warmup, self.start, self.end = warmup, None, None
@@ -153,7 +155,7 @@ class StepTimer(TrainerCallback):
         if state.global_step in (self.warmup, state.max_steps):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # time finished kernels, not queued ones
-            mark = (time.perf_counter(), state.num_input_tokens_seen)
+            mark = (time.perf_counter(), time.process_time(), state.num_input_tokens_seen)
             self.start, self.end = (mark, self.end) if state.global_step == self.warmup else (self.start, mark)
 
 
@@ -189,32 +191,35 @@ def measure(shape: Shape, variant: Variant, tokenizer, data: dict, opts) -> dict
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    (t0, n0), (t1, n1) = timer.start, timer.end
-    tps = (n1 - n0) / (t1 - t0)
+    (wall0, cpu0, n0), (wall1, cpu1, n1) = timer.start, timer.end
+    tps = (n1 - n0) / (wall1 - wall0)
     peak = device_peak_tflops()
+    on_gpu = torch.cuda.is_available()
     return {**result, "status": "ok", "tokens_per_second": tps,
+            # On a shared CPU box wall time swings with other jobs; CPU time of a 1-thread process does not.
+            "tokens_per_cpu_second": None if on_gpu else (n1 - n0) / (cpu1 - cpu0),
             "mfu": mfu(tps, flops_per_token, peak) if peak else None,
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
             "padding_fraction": 1 - collator.real / collator.positions}
 
 
-def summarize(runs: list[dict]) -> list[dict]:
-    """Median over repeats per (shape, variant), and the ratio to the naive baseline's tokens/s."""
+def summarize(runs: list[dict], speed: str = "tokens_per_second") -> list[dict]:
+    """Median over repeats per (shape, variant), and the ratio of its ``speed`` to the naive baseline's."""
     rows = []
     for key in dict.fromkeys((r["shape"], r["variant"]) for r in runs):
         same = [r for r in runs if (r["shape"], r["variant"]) == key]
         ok = [r for r in same if r["status"] == "ok"]
         row = {k: v for k, v in same[0].items() if k in ("shape", "variant", "packed", "attention", "precision")}
         row["status"] = "ok" if ok else same[0]["status"]
-        for metric in ("tokens_per_second", "mfu", "peak_memory_gib", "padding_fraction"):
-            values = [r[metric] for r in ok if r[metric] is not None]
+        for metric in ("tokens_per_second", "tokens_per_cpu_second", "mfu", "peak_memory_gib", "padding_fraction"):
+            values = [r[metric] for r in ok if r.get(metric) is not None]
             row[metric] = statistics.median(values) if values else None
-        row["tokens_per_second_repeats"] = [round(r["tokens_per_second"], 1) for r in ok]
+        row[f"{speed}_repeats"] = [round(r[speed], 1) for r in ok]
         rows.append(row)
     for row in rows:
         naive = next(r for r in rows if r["shape"] == row["shape"] and r["variant"] == "naive")
-        both = row["tokens_per_second"] and naive["tokens_per_second"]
-        row["vs_naive"] = row["tokens_per_second"] / naive["tokens_per_second"] if both else None
+        both = row[speed] and naive[speed]
+        row["vs_naive"] = row[speed] / naive[speed] if both else None
     return rows
 
 
@@ -222,13 +227,13 @@ def format_table(rows: list[dict]) -> str:
     def num(value, fmt):
         return "-" if value is None else format(value, fmt)
 
-    lines = ["| shape | variant | attention | precision | tokens/s | x naive | MFU | peak GiB | padding |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| shape | variant | attention | precision | tokens/s | tokens/CPU-s | x naive | MFU | peak GiB | padding |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['variant']} | {r['attention']} | {r['precision']} | "
-                     f"{num(r['tokens_per_second'], ',.0f') if r['status'] == 'ok' else r['status']} | "
-                     f"{num(r['vs_naive'], '.2f')} | {num(r['mfu'], '.1%')} | {num(r['peak_memory_gib'], '.1f')} | "
-                     f"{num(r['padding_fraction'], '.0%')} |")
+        speed = num(r["tokens_per_second"], ",.0f") if r["status"] == "ok" else r["status"]
+        lines.append(f"| {r['shape']} | {r['variant']} | {r['attention']} | {r['precision']} | {speed} | "
+                     f"{num(r['tokens_per_cpu_second'], ',.0f')} | {num(r['vs_naive'], '.2f')} | {num(r['mfu'], '.1%')} | "
+                     f"{num(r['peak_memory_gib'], '.1f')} | {num(r['padding_fraction'], '.0%')} |")
     return "\n".join(lines)
 
 
@@ -238,7 +243,8 @@ def environment(opts) -> dict:
                                                   f"{os.cpu_count()} cores)",
             "peak_tflops": device_peak_tflops(), "torch": torch.__version__, "transformers": transformers.__version__,
             "fast_attention": choose_attn_implementation("auto"), "steps": opts.steps, "warmup": opts.warmup,
-            "repeats": opts.repeats, "activation_checkpointing": opts.activation_checkpointing}
+            "repeats": opts.repeats, "activation_checkpointing": opts.activation_checkpointing,
+            "cpu_threads": torch.get_num_threads() if opts.mode == "cpu" else None}
 
 
 def select(items: list, names: str | None, what: str) -> list:
@@ -263,6 +269,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="Per-device batch for every shape.")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="Recompute activations in backward (gradient checkpointing): less memory, ~30%% more compute.")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU mode: torch threads. 1 makes CPU time a stable measure on a shared machine.")
     parser.add_argument("--data-dir", default=os.environ.get("MINI_LM_DATA", str(REPO.parent / "shared/data")))
     parser.add_argument("--out", default="runs/bench/train_throughput.json")
     return parser
@@ -298,14 +306,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     variants = select(VARIANTS, opts.variants, "variant")
     if "naive" not in [v.name for v in variants]:
         raise SystemExit("--variants must include naive (the baseline the ratios are taken against)")
-    runs, data_info = [], {}
-    with tempfile.TemporaryDirectory(prefix="train_throughput_") as work_dir:
-        for shape in shapes:
-            shape_runs, data_info[shape.name] = bench_shape(shape, variants, opts, work_dir)
-            runs += shape_runs
-    rows = summarize(runs)
+    runs, data_info, threads = [], {}, torch.get_num_threads()
+    try:
+        if opts.mode == "cpu":
+            torch.set_num_threads(opts.threads)
+        env = environment(opts)
+        with tempfile.TemporaryDirectory(prefix="train_throughput_") as work_dir:
+            for shape in shapes:
+                shape_runs, data_info[shape.name] = bench_shape(shape, variants, opts, work_dir)
+                runs += shape_runs
+    finally:
+        torch.set_num_threads(threads)  # main() is also called in-process (tests)
+    speed = "tokens_per_cpu_second" if opts.mode == "cpu" else "tokens_per_second"
+    rows = summarize(runs, speed)
     print(format_table(rows))
-    report = {"environment": environment(opts), "data": data_info, "results": rows, "runs": runs}
+    print(f"x naive: ratio of the medians of {speed}")
+    report = {"environment": env, "data": data_info, "results": rows, "runs": runs}
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(f"wrote {opts.out}")

@@ -52,7 +52,7 @@ def test_summary_takes_medians_and_ratios_to_naive(bench):
 
     runs = [run("naive", 100, 0.4), run("mini_lm", 150, 0.0), run("naive", 120, 0.4), run("mini_lm", 240, 0.0),
             run("naive", 80, 0.4), run("mini_lm", 210, 0.0)]
-    rows = {r["variant"]: r for r in bench.summarize(runs)}
+    rows = {r["variant"]: r for r in bench.summarize(runs, "tokens_per_second")}
     assert rows["naive"]["tokens_per_second"] == 100 and rows["mini_lm"]["tokens_per_second"] == 210
     assert rows["mini_lm"]["vs_naive"] == pytest.approx(2.1) and rows["naive"]["vs_naive"] == 1.0
     oom = {**run("mini_lm", None, None), "status": "out of memory"}
@@ -70,6 +70,7 @@ def test_cpu_mode_measures_both_paths_side_by_side(bench, shared_data, tmp_path,
     rows = {r["variant"]: r for r in report["results"]}
     assert rows["mini_lm"]["attention"] == "sdpa" and rows["naive"]["attention"] == "eager"
     assert rows["mini_lm"]["padding_fraction"] < 0.01 < rows["naive"]["padding_fraction"]
-    assert all(r["tokens_per_second"] > 0 for r in rows.values()) and rows["naive"]["vs_naive"] == 1.0
+    assert all(r["tokens_per_second"] > 0 and r["tokens_per_cpu_second"] > 0 for r in rows.values())
+    assert rows["naive"]["vs_naive"] == 1.0 and report["environment"]["cpu_threads"] == 1
     assert report["data"]["qwen2-tiny"]["seq_len"] == 256 and report["environment"]["mode"] == "cpu"
     assert "| qwen2-tiny | mini_lm | sdpa | fp32 |" in capsys.readouterr().out
