@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -31,17 +32,18 @@ def accelerate_dry_run(config: str, *flags: str):
     )
 
     argv = ["--config_file", str(REPO / config), "--main_process_port", str(free_port()), *flags, "recipes/pretrain.py"]
-    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
-    if args.use_deepspeed:
-        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
-        _, env = prepare_deepspeed_cmd_env(args)
-    elif args.multi_gpu:
-        env = prepare_multi_gpu_env(args)
-    else:
-        return None, prepare_simple_launcher_cmd_env(args)[1]
-    torchrun_args = _filter_args(args, distrib_run.get_args_parser(),
-                                 ["--training_script", args.training_script, "--training_script_args", []])
-    return distrib_run.config_from_args(torchrun_args)[0], env
+    with mock.patch.dict(os.environ):  # torchrun's config_from_args sets OMP_NUM_THREADS=1 in this process
+        args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+        if args.use_deepspeed:
+            args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+            _, env = prepare_deepspeed_cmd_env(args)
+        elif args.multi_gpu:
+            env = prepare_multi_gpu_env(args)
+        else:
+            return None, prepare_simple_launcher_cmd_env(args)[1]
+        torchrun_args = _filter_args(args, distrib_run.get_args_parser(),
+                                     ["--training_script", args.training_script, "--training_script_args", []])
+        return distrib_run.config_from_args(torchrun_args)[0], env
 
 
 def test_accelerate_single_is_one_plain_process():
