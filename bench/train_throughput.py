@@ -64,6 +64,8 @@ class Shape:
 
 @dataclass
 class Variant:
+    """One way of training the same shape: packed or padded rows, which attention, which trainer."""
+
     name: str
     packed: bool
     attention: str  # "auto" = FA2 when available, else SDPA
