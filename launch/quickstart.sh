@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart, offline on CPU in a few minutes:
 #   synthetic world of fictional people -> BPE tokenizer -> pretrain a tiny Qwen2 on their
-#   biographies -> ask it to complete facts about them.
+#   biographies -> ask it to complete facts about them -> SFT it on the Q/A of half the people
+#   -> ask it questions in ChatML about both halves.
 #   bash launch/quickstart.sh          # installs into .venv first when needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,15 +13,35 @@ OUT=${OUT:-runs/quickstart}
 rm -rf "$OUT"
 start=$(date +%s)
 
-echo "== 1/3 synthetic world: 100 people, biographies in Chinese and English"
+echo "== 1/4 synthetic world: 100 people, biographies in Chinese and English"
 mini-lm synth-world --out "$OUT/world" --seed 0 --people 100
 
-echo "== 2/3 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml)"
+echo "== 2/4 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml)"
 python recipes/pretrain.py --config recipes/configs/quickstart/pretrain.yaml \
     --train_files "$OUT/world/bios.jsonl" --output_dir "$OUT/pretrain" "$@"
 
-echo "== 3/3 what did it learn? greedy completions of facts from the biographies"
+echo "== 3/4 what did it learn? greedy completions of facts from the biographies"
 mini-lm generate "$OUT/pretrain" --prompts-file "$OUT/world/completions.jsonl" --limit 240 \
     --greedy --max-new-tokens 24 --quiet
 
-echo "== done in $(( $(date +%s) - start ))s: model in $OUT/pretrain, TensorBoard logs in $OUT/pretrain/runs"
+echo "== 4/4 SFT on the Q/A of the 'sft' half of the people (recipes/configs/quickstart/sft.yaml)"
+python recipes/sft.py --config recipes/configs/quickstart/sft.yaml --model_name_or_path "$OUT/pretrain" \
+    --train_files "$OUT/world/qa_sft.jsonl" --output_dir "$OUT/sft" --disable_tqdm true
+python - "$OUT" <<'PY'
+# Questions in ChatML: people seen in SFT, and held-out people whose facts only pretraining saw.
+import json, sys
+from mini_lm.generation import GenerationSettings, generate, load_for_generation, render_chat_prompt
+out = sys.argv[1]
+model, tok = load_for_generation(f"{out}/sft")
+for split in ("sft", "heldout"):
+    qa = [json.loads(line) for line in open(f"{out}/world/qa_{split}.jsonl", encoding="utf-8")][::6][:100]
+    prompts = [render_chat_prompt(tok, r["messages"][:1]) for r in qa]
+    results = generate(model, tok, prompts, GenerationSettings(do_sample=False, max_new_tokens=40), batch_size=32)
+    for r, res in list(zip(qa, results))[:2]:
+        print(f"  [{split}] {r['messages'][0]['content']} -> {res.text!r} (stopped at <|im_end|>: {res.stopped})")
+    hits = sum(r["expected"] in res.text for r, res in zip(qa, results))
+    stops = sum(res.stopped for res in results)
+    print(f"  [{split}] {hits}/{len(qa)} answers contain the right fact, {stops}/{len(qa)} stop at <|im_end|>")
+PY
+
+echo "== done in $(( $(date +%s) - start ))s: models in $OUT/pretrain and $OUT/sft, TensorBoard logs in their runs/"

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth-world": ("mini_lm.commands.synth_world", "write the synthetic people world (bios, Q/A)"),
     "generate": ("mini_lm.commands.generate", "continue prompts with a trained model"),
     "serve": ("mini_lm.commands.serve", "serve a model: OpenAI-compatible HTTP API and a chat page"),
+    "audit-data": ("mini_lm.commands.audit_data", "print the SFT label audit of a recipe config"),
+    "export": ("mini_lm.commands.export", "merge a LoRA adapter into a plain HF model (--merge)"),
 }
 
 
@@ -31,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Commands that set _overrides take any further --key value pairs (recipe config overrides).
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_overrides", False):
+        parser.parse_args(argv)  # argparse's own "unrecognized arguments" error
+    args.overrides = extra
     try:
         return importlib.import_module(args._module).run(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError) as err:

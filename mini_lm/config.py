@@ -123,6 +123,97 @@ class PretrainDataArguments:
 
 
 @dataclass
+class SFTDataArguments:
+    """Chat files -> rendered with the chat template -> assistant-only labels -> padded or packed rows."""
+
+    train_files: list[str] = field(
+        default_factory=list, metadata={"help": "SFT .json/.jsonl files, folders or globs (several are mixed)."}
+    )
+    data_formats: list[str] = field(
+        default_factory=list,
+        metadata={"help": "auto | messages | sharegpt | alpaca: one for all train_files, or one per file. "
+                  "Default: detected from each file's first record."},
+    )
+    mix_weights: list[float] = field(
+        default_factory=list,
+        metadata={"help": "Per-file repeat factor: 2.0 = every conversation twice, 0.5 = a random half."},
+    )
+    validation_files: list[str] = field(default_factory=list, metadata={"help": "Held-out SFT files."})
+    validation_split: float = field(
+        default=0.0, metadata={"help": "Fraction of conversations held out for eval when no validation_files."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N conversations after mixing (debugging)."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message for conversations that have none."}
+    )
+    placeholders: dict | str | None = field(
+        default=None,
+        metadata={"help": "Values for {{name}} placeholders in the data, e.g. {name: MiniLM, author: me} "
+                  "(JSON on the command line)."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "chatml | a .jinja file | a template string. Default: the tokenizer's own "
+                  "(an error if it has none). The chosen template is saved with the model."},
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "Tokens per conversation. Longer ones keep their first whole exchanges; a sample "
+                  "left with no supervised token is dropped and counted."},
+    )
+    max_turns: int | None = field(
+        default=None, metadata={"help": "Keep only the first N user/assistant exchanges of each conversation."}
+    )
+    packing: bool = field(
+        default=False,
+        metadata={"help": "Padding-free: pack conversations into rows of max_length with position_ids "
+                  "restarting per conversation (attention never crosses them). Default: padded batches."},
+    )
+    skip_invalid: bool = field(
+        default=False,
+        metadata={"help": "Skip (and count) malformed records instead of failing on the first one."},
+    )
+    audit_samples: int = field(default=1, metadata={"help": "Rendered samples shown by the label audit."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for datasets.map tokenization."})
+    tokenizer_vocab_size: int | None = field(
+        default=None,
+        metadata={"help": "Train a byte-level BPE of this size on the SFT conversations into "
+                  "<output_dir>/tokenizer when no tokenizer is given (SFT from scratch)."},
+    )
+
+    def __post_init__(self):
+        if isinstance(self.placeholders, str):  # --placeholders '{"name": "MiniLM"}'
+            try:
+                self.placeholders = json.loads(self.placeholders)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"placeholders must be a mapping (JSON on the command line): {err}") from err
+        self.placeholders = self.placeholders or {}
+        if not isinstance(self.placeholders, dict):
+            raise ConfigError(f"placeholders must be a mapping of name: value, got {self.placeholders!r}")
+
+
+@dataclass
+class LoraArguments:
+    """LoRA adapters through peft; the base weights stay frozen."""
+
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Module names to adapt (q_proj v_proj ...), or all-linear (every linear but the head)."},
+    )
+    lora_modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Modules trained in full and saved with the adapter (e.g. embed_tokens lm_head "
+                  "when the chat template added tokens)."},
+    )
+
+
+@dataclass
 class MiniLMTrainingArguments(TrainingArguments):
     """HF TrainingArguments with CPU-safe defaults and throughput/MFU logging."""
 
@@ -300,6 +391,18 @@ def check_pretrain_config(model: ModelArguments, data: PretrainDataArguments, tr
                           f"{model.max_position_embeddings}")
     if data.streaming and train.max_steps <= 0:
         raise ConfigError("streaming: true needs max_steps (a stream has no length to derive epochs from)")
+    if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
+        raise ConfigError(f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
+                          "or validation_files")
+
+
+def check_sft_config(model: ModelArguments, data: SFTDataArguments, train: TrainingArguments) -> None:
+    """Cross-field checks for SFT that would otherwise fail deep inside a run."""
+    if not model.model_name_or_path and data.max_length > model.max_position_embeddings:
+        raise ConfigError(f"max_length={data.max_length} exceeds max_position_embeddings="
+                          f"{model.max_position_embeddings}")
+    if data.max_length < 8:
+        raise ConfigError(f"max_length={data.max_length} is too short to hold a prompt and an answer")
     if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
         raise ConfigError(f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
                           "or validation_files")

@@ -78,8 +78,9 @@ def _pack(docs: Dataset, tokenizer, sep: int, args: PretrainDataArguments, name:
     return blocks
 
 
-def prepare_tokenizer(model_args, data_args: PretrainDataArguments, output_dir: str):
-    """The configured tokenizer; or, with ``tokenizer_vocab_size``, one trained on train_files.
+def prepare_tokenizer(model_args, data_args: PretrainDataArguments, output_dir: str, texts=None):
+    """The configured tokenizer; or, with ``tokenizer_vocab_size``, one trained on train_files
+    (or on ``texts``, an iterable of strings such as SFT message contents; read only when training).
 
     A trained tokenizer lands in ``<output_dir>/tokenizer`` and is reused when it exists (resume,
     other ranks), so every process of a run sees identical ids.
@@ -98,6 +99,8 @@ def prepare_tokenizer(model_args, data_args: PretrainDataArguments, output_dir: 
     if (path / "tokenizer.json").is_file():
         logger.info("reusing tokenizer trained earlier: %s", path)
         return load_tokenizer(path)
-    docs = load_corpus(data_args.train_files, text_field=data_args.text_field, sample_by=data_args.text_sample_by,
-                       hub_split=data_args.hub_split, min_chars=data_args.min_document_chars)
-    return train_bpe_tokenizer(docs["text"], data_args.tokenizer_vocab_size, path)
+    if texts is None:
+        docs = load_corpus(data_args.train_files, text_field=data_args.text_field, sample_by=data_args.text_sample_by,
+                           hub_split=data_args.hub_split, min_chars=data_args.min_document_chars)
+        texts = docs["text"]
+    return train_bpe_tokenizer(texts, data_args.tokenizer_vocab_size, path)

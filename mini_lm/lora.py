@@ -1,0 +1,74 @@
+"""LoRA through peft: wrap a model for training, and merge a saved adapter into a plain HF model.
+
+    model = apply_lora(model, LoraArguments(use_peft=True, lora_r=8))     # train adapters only
+    merge_adapter("runs/sft_lora", "runs/sft_lora_merged")               # mini-lm export --merge
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .config import LoraArguments
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def apply_lora(model, args: LoraArguments):
+    """The model itself when ``use_peft`` is off; else a PeftModel whose LoRA weights alone train."""
+    if not args.use_peft:
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = args.lora_target_modules
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        modules_to_save=args.lora_modules_to_save or None,
+    )
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA r=%d alpha=%d on %s: %.2fM of %.2fM parameters train (%.2f%%)", args.lora_r,
+                args.lora_alpha, targets, trainable / 1e6, total / 1e6, 100 * trainable / total)
+    return model
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model an adapter was trained on, as recorded in adapter_config.json."""
+    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir}/{ADAPTER_CONFIG} names no base model: pass --base")
+    return base
+
+
+def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, base: str | None = None,
+                  dtype: str = "auto") -> Path:
+    """Base + LoRA adapter -> merged weights saved as a plain HF checkpoint (with the adapter's
+    tokenizer and chat template), loadable by ``AutoModelForCausalLM.from_pretrained`` alone."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .models import set_generation_ids
+    from .tokenization import load_tokenizer, save_tokenizer
+
+    if not is_adapter_dir(adapter_dir):
+        raise ValueError(f"{adapter_dir} holds no {ADAPTER_CONFIG}: not a LoRA adapter dir")
+    base = base or adapter_base(adapter_dir)
+    if not Path(base).exists():
+        raise FileNotFoundError(f"base model {base} (from {adapter_dir}/{ADAPTER_CONFIG}) not found: pass --base")
+    tokenizer = load_tokenizer(adapter_dir)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    set_generation_ids(model, tokenizer)
+    model.save_pretrained(output_dir)
+    save_tokenizer(tokenizer, output_dir)
+    logger.info("merged %s into %s -> %s", adapter_dir, base, output_dir)
+    return Path(output_dir)
