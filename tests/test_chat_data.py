@@ -224,3 +224,15 @@ def test_nothing_usable_is_an_error(tmp_path):
     (tmp_path / "t.txt").write_text("x")
     with pytest.raises(ChatDataError, match="must be .json or .jsonl"):
         load_conversations([str(tmp_path / "t.txt")])
+
+
+def test_validation_split_holds_out_every_repeat(shared_data):
+    from mini_lm.config import SFTDataArguments
+    from mini_lm.data.sft import load_sft_conversations
+
+    args = SFTDataArguments(train_files=[str(shared_data / "sft/identity.json")], mix_weights=[3.0],
+                            validation_split=0.1)
+    chats = load_sft_conversations(args, seed=0)
+    train, held = chats.train.dataset["record"], chats.eval.dataset["record"]
+    assert len(held) == len(set(held)) == 9 and not set(held) & set(train)
+    assert len(train) == 3 * (91 - 9)

@@ -41,6 +41,7 @@ class LabelAudit:
     lengths: tuple[int, int, int] = (0, 0, 0)  # min, median, max tokens of kept samples
     examples: list[str] = field(default_factory=list)
     marker_check: tuple[int, int, int] | None = None  # (checked, ids differ, labels differ)
+    eval_samples: int | None = None
 
     @property
     def supervised_fraction(self) -> float:
@@ -82,7 +83,8 @@ class LabelAudit:
             lines.append(f"WARNING placeholders without a value (set placeholders): "
                          f"{dict(self.chat.unfilled_placeholders)}")
         lines.append(f"samples: {self.samples_in} -> {self.kept} kept; dropped: {_counts(self.dropped) or 'none'}; "
-                     f"truncated to max_length={self.max_length}: {self.truncated}")
+                     f"truncated to max_length={self.max_length}: {self.truncated}"
+                     + (f"; eval samples: {self.eval_samples}" if self.eval_samples is not None else ""))
         lines.append(f"tokens: {self.tokens:,}, supervised {self.supervised:,} ({self.supervised_fraction:.1%}); "
                      f"sample length min/median/max {'/'.join(map(str, self.lengths))}")
         lines.append(f"assistant answers supervised: {self.answers}, ending in a supervised end-of-turn token: "

@@ -204,18 +204,17 @@ def load_sft_conversations(args: SFTDataArguments, seed: int = 42) -> SFTConvers
 
 
 def split_conversations(chat: ChatData, fraction: float, seed: int) -> tuple[ChatData, ChatData]:
-    """Hold out ``fraction`` of the distinct records (all their repeats leave training)."""
-    records = sorted(set(chat.dataset["record"]))
-    n_eval = max(1, round(len(records) * fraction))
-    if n_eval >= len(records):
-        raise ChatDataError(f"{len(records)} conversations: too few to hold out {n_eval} for validation")
-    held = set(random.Random(seed).sample(records, n_eval))
-    keep = [i for i, r in enumerate(chat.dataset["record"]) if r not in held]
-    first = {}
-    for i, r in enumerate(chat.dataset["record"]):
-        if r in held:
-            first.setdefault(r, i)
-    return (ChatData(chat.dataset.select(keep), chat.stats),
+    """Hold out ``fraction`` of the distinct records: all their repeats leave training, one copy of
+    each becomes the eval set. 100 records, 0.1 -> (90 records' rows, 10 rows)."""
+    records = chat.dataset["record"]
+    distinct = sorted(set(records))
+    n_eval = max(1, round(len(distinct) * fraction))
+    if n_eval >= len(distinct):
+        raise ChatDataError(f"{len(distinct)} conversations: too few to hold out {n_eval} for validation")
+    held = set(random.Random(seed).sample(distinct, n_eval))
+    first = {r: i for i, r in reversed(list(enumerate(records))) if r in held}
+    train = [i for i, r in enumerate(records) if r not in held]
+    return (ChatData(chat.dataset.select(train), chat.stats),
             ChatData(chat.dataset.select(sorted(first.values())), chat.stats))
 
 
@@ -252,6 +251,11 @@ def build_sft_datasets(chats: SFTConversations, tokenizer, args: SFTDataArgument
     audit = build_audit(chats.train.stats, encoded, tokenizer, args)
     train = _trainable(encoded)
     evaluation = _trainable(encode_chats(chats.eval, tokenizer, args)) if chats.eval else None
+    if evaluation is not None:
+        audit.eval_samples = len(evaluation)
+        if len(evaluation) == 0:
+            raise ChatDataError(f"no usable eval conversation: all {len(chats.eval.dataset)} dropped "
+                                f"(longer prompts than max_length={args.max_length}?)")
     if args.packing:
         train = pack_conversations(train, args.max_length)
         evaluation = pack_conversations(evaluation, args.max_length) if evaluation is not None else None
