@@ -1,5 +1,6 @@
-"""recipes/sft.py on 2 CPU processes (gloo): DDP via torchrun with packed rows, and DeepSpeed ZeRO-2
-with padded batches. Each run writes run_info.json (rank 0) with what every rank saw."""
+"""recipes/sft.py on 2 CPU processes (gloo): DDP via `accelerate launch` (the repo's MULTI_GPU config)
+with packed rows, and DeepSpeed ZeRO-2 via torchrun with padded batches. Each run writes
+run_info.json (rank 0) with what every rank saw."""
 
 import json
 import os
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from mini_lm.data.synthetic import write_world
 
 from ..conftest import REPO
+from .test_pretrain_multiprocess import free_port
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -29,8 +31,8 @@ def qa(tmp_path_factory) -> str:
     return str(write_world(tmp_path_factory.mktemp("world"), seed=0, n_people=20, bios_per_person=1)["qa_sft"])
 
 
-def launch(extra: list[str], out: Path) -> tuple[dict, str]:
-    cmd = [*TORCHRUN, str(REPO / "recipes/sft.py"), *TINY, *extra, "--output_dir", str(out)]
+def launch(launcher: list[str], extra: list[str], out: Path) -> tuple[dict, str]:
+    cmd = [*launcher, str(REPO / "recipes/sft.py"), *TINY, *extra, "--output_dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
@@ -38,8 +40,11 @@ def launch(extra: list[str], out: Path) -> tuple[dict, str]:
     return json.loads((out / "run_info.json").read_text()), proc.stdout + proc.stderr
 
 
-def test_sft_ddp_two_processes_packed(qa, tmp_path):
-    info, log = launch(["--train_files", qa, "--packing", "true"], tmp_path / "ddp")
+def test_sft_ddp_accelerate_two_processes_packed(qa, tmp_path):
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(REPO / "launch/accelerate_multi_gpu.yaml"), "--num_processes", "2",
+                  "--main_process_port", str(free_port())]
+    info, log = launch(accelerate, ["--train_files", qa, "--packing", "true"], tmp_path / "ddp")
     assert info["world_size"] == 2 and info["global_batch_size"] == 8
     assert len(info["batch_fingerprints"]) == 2 and info["ranks_see_distinct_data"]
     assert log.count("SFT label audit") == 1  # printed once, by rank 0
@@ -47,6 +52,7 @@ def test_sft_ddp_two_processes_packed(qa, tmp_path):
 
 
 def test_sft_deepspeed_zero2_two_processes(qa, tmp_path):
-    info, _ = launch(["--train_files", qa, "--deepspeed", str(REPO / "ds_configs/zero2.json")], tmp_path / "zero2")
+    info, _ = launch(TORCHRUN, ["--train_files", qa, "--deepspeed", str(REPO / "ds_configs/zero2.json")],
+                     tmp_path / "zero2")
     assert info["deepspeed_zero_stage"] == 2 and info["deepspeed_world_size"] == 2
     assert info["ranks_see_distinct_data"], info["batch_fingerprints"]
