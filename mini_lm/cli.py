@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mini_lm.commands.serve", "serve a model: OpenAI-compatible HTTP API and a chat page"),
     "audit-data": ("mini_lm.commands.audit_data", "print the SFT label audit of a recipe config"),
     "export": ("mini_lm.commands.export", "merge a LoRA adapter into a plain HF model (--merge)"),
+    "chat": ("mini_lm.commands.chat", "talk to a chat model in the terminal (multi-turn, streamed)"),
 }
 
 

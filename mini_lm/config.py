@@ -214,6 +214,25 @@ class LoraArguments:
 
 
 @dataclass
+class MLMArguments:
+    """The BERT adapter's next-token windows (recipes/mlm.py): [CLS] context [MASK] [SEP] -> next token."""
+
+    max_len: int = field(
+        default=15,
+        metadata={"help": "BERT input length: [CLS] + (max_len - 3) context tokens + [MASK] + [SEP] (seed 001: 15). "
+                  "The corpus is cut into windows of max_len - 2 tokens: the context and its next token."},
+    )
+    min_context: int = field(
+        default=1,
+        metadata={"help": "Shortest training context. Context lengths are drawn uniformly in "
+                  "[min_context, max_len - 3], so short prompts are in distribution at generation."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on N windows drawn at random from the corpus (seed 001: 50,000)."}
+    )
+
+
+@dataclass
 class MiniLMTrainingArguments(TrainingArguments):
     """HF TrainingArguments with CPU-safe defaults and throughput/MFU logging."""
 
@@ -406,6 +425,27 @@ def check_sft_config(model: ModelArguments, data: SFTDataArguments, train: Train
     if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
         raise ConfigError(f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
                           "or validation_files")
+
+
+def check_mlm_config(model: ModelArguments, data: PretrainDataArguments, mlm: MLMArguments,
+                     train: TrainingArguments) -> None:
+    """The BERT adapter's window must fit its positions; block_size is max_len's business."""
+    if model.model_family != "bert":
+        raise ConfigError(f"recipes/mlm.py trains the BERT adapter: set model_family: bert (got '{model.model_family}')")
+    context = mlm.max_len - 3
+    if context < 1:
+        raise ConfigError(f"max_len={mlm.max_len} leaves no context: it counts [CLS], [MASK] and [SEP], so use >= 4")
+    if not 1 <= mlm.min_context <= context:
+        raise ConfigError(f"min_context={mlm.min_context} must be in [1, max_len - 3 = {context}]")
+    if not model.model_name_or_path and mlm.max_len > model.max_position_embeddings:
+        raise ConfigError(f"max_len={mlm.max_len} exceeds max_position_embeddings={model.max_position_embeddings}")
+    default_block = PretrainDataArguments.__dataclass_fields__["block_size"].default
+    if data.block_size not in (default_block, context + 1):
+        raise ConfigError(f"block_size={data.block_size}: recipes/mlm.py cuts windows of max_len - 2 = {context + 1} "
+                          "tokens; set max_len instead of block_size")
+    if mlm.max_train_samples is not None and mlm.max_train_samples < 1:
+        raise ConfigError(f"max_train_samples={mlm.max_train_samples} must be >= 1")
+    check_pretrain_config(model, dataclasses.replace(data, block_size=context + 1), train)
 
 
 def setup_logging(training_args: TrainingArguments) -> None:

@@ -5,6 +5,10 @@
 
 Decoding defaults follow seed 000 (temperature 0.8, top_k 50, 60 new tokens). Repetition is
 deliberately *not* hidden (no no_repeat_ngram_size): seeing it is the point of the probes.
+
+Sampling (temperature, top-k, top-p, repetition penalty) is HF ``generate``'s own logits
+processors; every family, the BERT adapter included, exposes next-token logits to it. The
+adapter ignores ``use_cache`` (its bidirectional window is re-encoded at every step).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class GenerationSettings:
     repetition_penalty: float = 1.0
     seed: int | None = 0
     stop_token_ids: list[int] | None = field(default=None, metadata={"help": "Default: eos, <|endoftext|>, <|im_end|>."})
+    min_new_tokens: int = field(default=0, metadata={"help": "Ignore stop tokens before this many (benchmarks)."})
+    use_cache: bool = field(default=True, metadata={"help": "KV cache for causal LMs (off only to measure it)."})
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -41,6 +47,9 @@ class GenerationSettings:
             raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                             f"got {self.min_new_tokens}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +71,7 @@ def load_for_generation(model_dir: str, device: str | None = None, dtype: str = 
     """
     from transformers import AutoModelForCausalLM
 
+    from . import models  # noqa: F401  registers the BERT adapter's model type with the Auto classes
     from .tokenization import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
@@ -79,13 +89,36 @@ def render_chat_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def _stops_and_pad(tokenizer, settings: GenerationSettings) -> tuple[list[int], int]:
+    stops = settings.stop_token_ids or stop_token_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or [None])[0]
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad token nor a stop token to pad batches with")
+    return stops, pad
+
+
+def _generate_kwargs(settings: GenerationSettings, stops: list[int], pad: int) -> dict:
+    """GenerationSettings -> keyword arguments of HF ``model.generate``."""
+    sampling = dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p) \
+        if settings.do_sample else {}
+    return dict(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                do_sample=settings.do_sample, repetition_penalty=settings.repetition_penalty,
+                eos_token_id=stops or None, pad_token_id=pad, use_cache=settings.use_cache, **sampling)
+
+
+def _encode(tokenizer, prompts: list[str], device) -> dict:
+    """Ids and attention mask, padded on the tokenizer's side (token_type_ids, which some add, unused)."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
+                    return_token_type_ids=False)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
              batch_size: int = 8) -> list[GenerationResult]:
     """Continue each prompt. Same prompts + settings + batch_size -> same outputs."""
     settings = settings or GenerationSettings()
-    stops = settings.stop_token_ids or stop_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    stops, pad = _stops_and_pad(tokenizer, settings)
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"  # new tokens must follow the prompt directly in every row
@@ -101,17 +134,11 @@ def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings 
 
 
 def _generate_batch(model, tokenizer, prompts, settings, stops, pad) -> list[GenerationResult]:
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    sampling = dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p) \
-        if settings.do_sample else {}
+    enc = _encode(tokenizer, prompts, model.device)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     began = time.perf_counter()
-    out = model.generate(
-        **enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-        repetition_penalty=settings.repetition_penalty, eos_token_id=stops, pad_token_id=pad,
-        use_cache=True, **sampling,
-    )  # (B, T_prompt + T_new)
+    out = model.generate(**enc, **_generate_kwargs(settings, stops, pad))  # (B, T_prompt + T_new)
     seconds = time.perf_counter() - began
     new_rows = out[:, enc["input_ids"].shape[1]:].tolist()
     return [_to_result(tokenizer, prompt, row, stops, seconds) for prompt, row in zip(prompts, new_rows)]
@@ -170,11 +197,8 @@ def _cancel_criteria(cancel: threading.Event):
 
 @torch.no_grad()
 def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer, cancel=None) -> GenerationResult:
-    stops = settings.stop_token_ids or stop_token_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    enc = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
-    sampling = dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p) \
-        if settings.do_sample else {}
+    stops, pad = _stops_and_pad(tokenizer, settings)
+    enc = _encode(tokenizer, [prompt], model.device)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     criteria = _cancel_criteria(cancel) if cancel is not None else None
@@ -182,10 +206,8 @@ def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer, canc
     model.eval()
     began = time.perf_counter()
     try:
-        out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-                             repetition_penalty=settings.repetition_penalty, eos_token_id=stops,
-                             pad_token_id=pad, use_cache=True, streamer=streamer,
-                             stopping_criteria=criteria, **sampling)  # (1, T_prompt + T_new)
+        out = model.generate(**enc, **_generate_kwargs(settings, stops, pad), streamer=streamer,
+                             stopping_criteria=criteria)  # (1, T_prompt + T_new)
     finally:
         model.train(was_training)
     row = out[0, enc["input_ids"].shape[1]:].tolist()

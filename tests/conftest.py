@@ -53,3 +53,19 @@ def run_module_main(module_path: Path, argv: list[str]):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.main(argv)
+
+
+TINY_BERT_TEXT = "宝玉笑道：“你们来了。”黛玉听了，便说：“好！”凤姐儿也笑了。王夫人问他们在哪里。Hello world, it is fine."
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_tokenizer(tmp_path_factory):
+    """The BERT adapter's WordPiece tokenizer over a ~60-entry vocab.txt written in-process."""
+    from mini_lm.models.bert_adapter import bert_tokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted({c for c in TINY_BERT_TEXT if not c.isspace() and not c.isascii()})
+    words = ["hello", "world", "it", "is", "fine", ",", ".", "＂", "!"]  # “” normalize to ＂
+    folder = tmp_path_factory.mktemp("bert_vocab")
+    (folder / "vocab.txt").write_text("\n".join(specials + chars + words) + "\n", encoding="utf-8")
+    return bert_tokenizer(folder)

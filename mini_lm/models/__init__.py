@@ -3,7 +3,8 @@
     model = build_model(ModelArguments(model_family="qwen2", hidden_size=64), tokenizer)
 
 Families register a config builder in ``CONFIG_BUILDERS``; every family returns a plain HF
-model, so checkpoints load with ``AutoModelForCausalLM.from_pretrained`` and nothing else.
+model, so checkpoints load with ``AutoModelForCausalLM.from_pretrained`` and nothing else
+(the BERT adapter's ``bert_next_token`` type is registered with the Auto classes on import).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from transformers import (
 
 from ..config import ModelArguments
 from ..tokenization import autotokenizer_roundtrip_ok, stop_token_ids
+from .bert_adapter import BertNextTokenConfig, BertNextTokenLM
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +94,34 @@ def qwen2_config(args: ModelArguments, vocab_size: int, special: dict) -> Pretra
     )
 
 
+def bert_config(args: ModelArguments, vocab_size: int, special: dict) -> PretrainedConfig:
+    """The BERT adapter's config; its [MASK]/[CLS]/[SEP] ids come from ``bind_tokenizer``."""
+    if args.num_key_value_heads not in (None, args.num_attention_heads):
+        raise ModelConfigError("bert has no grouped-query attention: leave num_key_value_heads unset")
+    return BertNextTokenConfig(
+        vocab_size=vocab_size,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size or 4 * args.hidden_size,
+        max_position_embeddings=args.max_position_embeddings,
+        hidden_dropout_prob=args.dropout,
+        attention_probs_dropout_prob=args.dropout,
+        initializer_range=args.initializer_range,
+        tie_word_embeddings=args.tie_word_embeddings,
+        **special,
+    )
+
+
 # family -> builder of its HF config from the family-neutral ModelArguments
 CONFIG_BUILDERS: dict[str, Callable[[ModelArguments, int, dict], PretrainedConfig]] = {
     "gpt2": gpt2_config,
     "qwen2": qwen2_config,
+    "bert": bert_config,
 }
+# family -> class that loads its pretrained dirs, where AutoModelForCausalLM would pick another
+# (a plain bert dir would become BertLMHeadModel, a causal BERT)
+PRETRAINED_LOADERS: dict[str, type] = {"bert": BertNextTokenLM}
 
 
 def build_model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
@@ -157,7 +182,8 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
     if args.model_name_or_path:
         if args.dtype != "auto" and args.dtype not in _DTYPES:
             raise ModelConfigError(f"unknown dtype '{args.dtype}' (auto | {' | '.join(_DTYPES)})")
-        model = AutoModelForCausalLM.from_pretrained(
+        loader = PRETRAINED_LOADERS.get(args.model_family, AutoModelForCausalLM)
+        model = loader.from_pretrained(
             args.model_name_or_path, attn_implementation=attn, dtype=_DTYPES.get(args.dtype, "auto")
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -167,6 +193,8 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
     else:
         config = build_model_config(args, tokenizer)
         model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    if isinstance(model, BertNextTokenLM):
+        model.bind_tokenizer(tokenizer)
     set_generation_ids(model, tokenizer)
     if not autotokenizer_roundtrip_ok(tokenizer, model.config.model_type):
         logger.warning(
