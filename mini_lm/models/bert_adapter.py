@@ -18,14 +18,16 @@ Why this scheme rather than a causal mask on BERT (BERT used as a GPT):
 
 Position ids count back from [MASK] (always at ``context_window + 1``, [CLS] just before the
 first context token): the token right before [MASK] has the same position whatever the context
-length, so "what precedes me" is learnt once rather than once per length (a tiny BERT learnt to
-use its context several times faster this way than with positions counted from [CLS]); a full
-window has [CLS] at 0, as pretrained BERT expects. Rows must be left-padded, and padding is
-invisible. The model speaks HF generation: ``generate()`` with
-greedy / temperature / top-k / top-p / repetition penalty / stop tokens / streamers works
-unchanged, and ``mini_lm.generation`` treats it like any causal LM. It is registered as
-``model_type: bert_next_token``, so ``AutoModelForCausalLM.from_pretrained(dir)`` returns it
-once ``mini_lm.models`` is imported; its weights are plain ``BertForMaskedLM`` weights.
+length, so "what precedes me" is learnt once rather than once per length. Measured on a 64-wide
+BERT after 1000 steps: the held-out loss it gains from its context (vs a shuffled context) was
+0.15 nats this way, 0.02 with positions counted from [CLS]. A full window still has [CLS] at
+position 0, as pretrained BERT expects. Rows must be left-padded; padding is invisible.
+
+The model speaks HF generation: ``generate()`` with greedy / temperature / top-k / top-p /
+repetition penalty / stop tokens / streamers works unchanged, and ``mini_lm.generation`` treats
+it like any causal LM. It is registered as ``model_type: bert_next_token``, so
+``AutoModelForCausalLM.from_pretrained(dir)`` returns it once ``mini_lm.models`` is imported;
+its weights are plain ``BertForMaskedLM`` weights.
 """
 
 from __future__ import annotations
