@@ -82,6 +82,17 @@ def load_for_generation(model_dir: str, device: str | None = None, dtype: str = 
     return model, tokenizer
 
 
+def context_length(model) -> int | None:
+    """Most tokens (prompt + continuation) the model attends to; None when its window slides (no limit).
+
+    GPT-2 / Qwen2: ``max_position_embeddings``. The BERT adapter reads only its last
+    ``context_window`` tokens, so any prompt and any length fit.
+    """
+    if getattr(model, "slides_window", False):
+        return None
+    return getattr(model.config, "max_position_embeddings", None)
+
+
 def render_chat_prompt(tokenizer, messages: list[dict]) -> str:
     """Messages -> prompt text ending with the assistant header, via the tokenizer's chat template."""
     if not tokenizer.chat_template:

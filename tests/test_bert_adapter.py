@@ -160,3 +160,20 @@ def test_bert_tokenizer_on_the_real_vocab(shared_data, tmp_path):
     assert bert_tokenizer(tmp_path)(text)["input_ids"] == tok(text)["input_ids"]  # a saved dir reloads as is
     with pytest.raises(ValueError, match="no vocab.txt"):
         bert_tokenizer(tmp_path / "nowhere")
+
+
+def test_served_through_the_openai_api_unchanged(bert, tiny_bert_tokenizer):
+    import openai
+
+    from mini_lm.serving import create_app, serve_in_thread
+
+    tok, prompts = tiny_bert_tokenizer, ["宝玉笑道：你们来了。黛玉听了", "凤姐"]  # 14 tokens > the 8-token window
+    with serve_in_thread(create_app(bert, tok, "bert")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        # 14 + 20 tokens outgrow the 16 positions: fine, the window slides (no context-length 400)
+        reply = client.completions.create(model="bert", prompt=prompts, temperature=0, max_tokens=20)
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            model="bert", prompt=prompts[0], temperature=0, max_tokens=20, stream=True))
+    expected = generate(bert, tok, prompts, GenerationSettings(do_sample=False, max_new_tokens=20))
+    assert [c.text for c in reply.choices] == [r.text for r in expected]
+    assert streamed == expected[0].text

@@ -65,13 +65,8 @@ class ChatSession:
         return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
-def context_length(model) -> int | None:
-    cfg = model.config
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..generation import load_for_generation
+    from ..generation import context_length, load_for_generation
 
     model, tokenizer = load_for_generation(args.model_dir)
     if not tokenizer.chat_template:

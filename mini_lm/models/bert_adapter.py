@@ -79,6 +79,7 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
 
     config_class = BertNextTokenConfig
     accepts_loss_kwargs = True  # the Trainer passes num_items_in_batch (exact gradient accumulation)
+    slides_window = True  # reads its last `window` tokens: no prompt or generation is too long
 
     @property
     def window(self) -> int:

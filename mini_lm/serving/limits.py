@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..generation import GenerationSettings, render_chat_prompt
+from ..generation import GenerationSettings, context_length, render_chat_prompt
 from .errors import APIError
 from .protocol import ChatCompletionRequest, CompletionRequest
 
@@ -40,10 +40,6 @@ class Prepared:
     settings: GenerationSettings
     stops: list[str]
     echo: list[str]  # per row: text put before the completion ('' unless echo=true)
-
-
-def context_length(model) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)
 
 
 class RequestPreparer:
