@@ -143,4 +143,9 @@ def run_training(trainer: Trainer) -> dict[str, float]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     trainer.save_state()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave no process group (and its watchdog threads) for interpreter shutdown: a rank exiting with
+        # one alive can abort with "terminate called without an active exception" after a good run.
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return metrics
