@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit-data": ("mini_lm.commands.audit_data", "print the SFT label audit of a recipe config"),
     "export": ("mini_lm.commands.export", "merge a LoRA adapter into a plain HF model (--merge)"),
     "chat": ("mini_lm.commands.chat", "talk to a chat model in the terminal (multi-turn, streamed)"),
+    "probe": ("mini_lm.commands.probe", "ask every checkpoint of a run the probe questions"),
+    "report": ("mini_lm.commands.report", "Markdown + PNG report of how a run matured"),
 }
 
 

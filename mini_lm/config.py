@@ -318,6 +318,35 @@ def check_global_batch(args: TrainingArguments, pinned: dict[str, tuple[int, str
         )
 
 
+@dataclass
+class ProbeArguments:
+    """Checkpoint probes: at every save the model answers fixed questions (see mini_lm/probing.py)."""
+
+    probe: bool = field(default=True, metadata={"help": "Probe every saved checkpoint (false: off)."})
+    probe_questions: str | None = field(
+        default=None,
+        metadata={"help": "Questions file (YAML / JSON / JSONL). Default: the built-in set "
+                  "(seed 000's raw prompts, seed 004's chat questions)."},
+    )
+    probe_decoding: list[str] = field(
+        default_factory=lambda: ["greedy", "sampled"], metadata={"help": "Decodings to run: greedy, sampled."}
+    )
+    probe_max_new_tokens: int = field(default=60, metadata={"help": "New tokens per answer (seed 000: 60)."})
+    probe_temperature: float = field(default=0.8, metadata={"help": "Sampled decoding temperature."})
+    probe_top_k: int = field(default=50, metadata={"help": "Sampled decoding top-k (0: off)."})
+    probe_top_p: float = field(default=1.0, metadata={"help": "Sampled decoding nucleus mass."})
+    probe_repetition_penalty: float = field(
+        default=1.0, metadata={"help": "1.0 keeps repetition visible: measuring it is the point."}
+    )
+    probe_seed: int = field(default=0, metadata={"help": "Sampling seed: a re-run gives the same answers."})
+    probe_batch_size: int = field(default=32, metadata={"help": "Prompts generated together (KV cache)."})
+    probe_wait_minutes: float = field(
+        default=120.0,
+        metadata={"help": "How long the other ranks wait for rank 0 to finish a probe before failing "
+                  "(their own process group, so NCCL/gloo timeouts of training do not apply)."},
+    )
+
+
 # --------------------------------------------------------------------------- parsing
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -18,10 +18,12 @@ import sys
 
 from transformers import set_seed
 
+from mini_lm.callbacks import add_recipe_callbacks
 from mini_lm.config import (
     MiniLMTrainingArguments,
     ModelArguments,
     PretrainDataArguments,
+    ProbeArguments,
     check_pretrain_config,
     parse_config,
     setup_logging,
@@ -33,8 +35,8 @@ from mini_lm.training import MiniLMTrainer, configure_reporting, run_training
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args = parse_config(
-        [ModelArguments, PretrainDataArguments, MiniLMTrainingArguments], argv
+    model_args, data_args, training_args, probe_args = parse_config(
+        [ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments], argv
     )
     check_pretrain_config(model_args, data_args, training_args)
     setup_logging(training_args)
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=tokenizer,
         seq_len=data_args.block_size,
     )
+    add_recipe_callbacks(trainer, probe_args)  # answers fixed questions at every checkpoint
     return run_training(trainer)
 
 

@@ -232,8 +232,9 @@ def qa_pairs(person: Person, lang: str) -> list[dict]:
 
 def write_world(out_dir: str | Path, seed: int = 0, n_people: int = 200, bios_per_person: int = 4,
                 langs: tuple[str, ...] = ("zh", "en"), heldout_fraction: float = 0.5) -> dict[str, Path]:
-    """Write people.jsonl, bios.jsonl ({"text"}), qa_sft.jsonl / qa_heldout.jsonl (chat ``messages``)
-    and completions.jsonl (raw-continuation prompts such as "王伟出生于" with the expected value).
+    """Write people.jsonl, bios.jsonl ({"text"}), qa_sft.jsonl / qa_heldout.jsonl (chat ``messages``),
+    completions.jsonl (raw-continuation prompts such as "王伟出生于" with the expected value) and
+    probe_questions.yaml (a few of both kinds, for the checkpoint probes).
 
     ``bios_per_person`` biographies per person and language, each with fresh order and phrasing.
     """
@@ -245,6 +246,7 @@ def write_world(out_dir: str | Path, seed: int = 0, n_people: int = 200, bios_pe
             for p in world.people for lang in langs for _ in range(bios_per_person)]
     rng.shuffle(bios)
     paths = {name: out / f"{name}.jsonl" for name in ("people", "bios", "qa_sft", "qa_heldout", "completions")}
+    paths["probe_questions"] = write_probe_questions(world, out / "probe_questions.yaml", langs=langs)
     _write_jsonl(paths["people"], [{**asdict(p), "facts": {lang: p.facts(lang) for lang in langs}}
                                    for p in world.people])
     _write_jsonl(paths["bios"], bios)
@@ -267,3 +269,36 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+PROBE_ATTRIBUTES = ("birthplace", "university", "employer")
+
+
+def write_probe_questions(world: World, path: str | Path, people_per_split: int = 2,
+                          attributes: tuple[str, ...] = PROBE_ATTRIBUTES,
+                          langs: tuple[str, ...] = ("zh", "en")) -> Path:
+    """A probe questions file (mini_lm/probing.py format) about the first ``people_per_split``
+    people of each split: raw completions ("王伟出生在" -> 厦门) for pretraining checkpoints and chat
+    questions for SFT ones, each with the expected value and ``group: sft | heldout``.
+
+    Held-out people's Q/A never reaches SFT: answering about them is knowledge *extraction*.
+    """
+    import yaml
+
+    chosen = [p for split in ("sft", "heldout") for p in [q for q in world.people if q.split == split][:people_per_split]]
+    questions = []
+    for person in chosen:
+        for lang in langs:
+            facts = person.facts(lang)
+            for attr in attributes:
+                base = {"expected": facts[attr], "group": person.split}
+                questions.append({"id": f"p{person.id}.{lang}.{attr}",
+                                  "prompt": COMPLETION_TEMPLATES[lang][attr].format(n=person.name(lang)), **base})
+                questions.append({"id": f"p{person.id}.{lang}.{attr}",
+                                  "question": QUESTION_TEMPLATES[lang][attr][0].format(n=person.name(lang)), **base})
+    header = (f"# Probe questions about {len(chosen)} people of the synthetic world (seed {world.seed}): raw\n"
+              "# completions for pretraining checkpoints, chat questions for SFT ones; group = SFT split.\n")
+    path = Path(path)
+    path.write_text(header + yaml.safe_dump({"questions": questions}, allow_unicode=True, sort_keys=False),
+                    encoding="utf-8")
+    return path

@@ -1,0 +1,183 @@
+"""``CheckpointProbe``: at every save, the model answers fixed questions; answers, metrics and the
+decoding settings go to checkpoint-N/probe.jsonl, the run's probes.jsonl, the logs (scalars on every
+reporter; W&B table and TensorBoard text) and the console.
+
+Distributed runs: with whole-model replicas (DDP, ZeRO-1/2) rank 0 generates while the others wait
+in a gloo group of their own with a long timeout, so a slow probe never trips the training
+group's NCCL/gloo timeout. With sharded parameters (ZeRO-3, FSDP) every rank must take part in
+each forward pass, so all ranks generate (transformers syncs them) and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..config import ProbeArguments
+from ..probing import (
+    ProbeQuestion,
+    ProbeStore,
+    check_questions_fit,
+    decoding_settings,
+    format_summary,
+    load_questions,
+    probe_checkpoint,
+    record_key,
+    save_probe_config,
+    summarize,
+)
+from ..waiting import WaitingRoom
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointProbe(TrainerCallback):
+    """Probe each checkpoint the Trainer writes: ``trainer.add_callback(CheckpointProbe(trainer, args))``.
+
+    It holds the trainer for its tokenizer, its reporters (TensorBoard writer, W&B run) and to
+    know whether parameters are sharded. Questions and settings are checked when it is built.
+    """
+
+    def __init__(self, trainer, args: ProbeArguments, questions: list[ProbeQuestion] | None = None):
+        self.trainer = trainer
+        self.args = args
+        self.questions = questions or load_questions(args.probe_questions)
+        self.decodings = decoding_settings(args)
+        check_questions_fit(self.questions, trainer.processing_class, args.probe_max_new_tokens,
+                            getattr(trainer.model.config, "max_position_embeddings", None))
+        self.store = ProbeStore(trainer.args.output_dir)
+        self.seconds = 0.0  # spent probing in this session
+        self._began: float | None = None
+        self._room: WaitingRoom | None = None
+        self._table = None  # W&B incremental table: every row logged once, the UI shows them all
+
+    # ------------------------------------------------------------------ Trainer events
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._began = time.perf_counter()
+        self._room = WaitingRoom(timedelta(minutes=self.args.probe_wait_minutes))  # every rank gets here
+        missing = False
+        if state.is_world_process_zero:
+            save_probe_config(args.output_dir, self.questions, self.args)
+            # A resumed run restarts its timeline at global_step: later entries belong to the abandoned run.
+            dropped = self.store.compact(keep_until_step=state.global_step)
+            if dropped:
+                logger.info("probes: dropped %d stale entries after step %d from %s", dropped,
+                            state.global_step, self.store.path)
+            missing = state.global_step > 0 and self._missing_keys(state.global_step)
+        if self._room.share(missing):
+            # Resumed from a checkpoint whose probe never finished: the weights are that checkpoint's.
+            logger.info("probes: checkpoint-%d has no complete probe results, probing it now", state.global_step)
+            self._probe(args, state, model)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        self._probe(args, state, model)
+
+    # ------------------------------------------------------------------ probing
+
+    def _probe(self, args, state, model) -> None:
+        began = time.perf_counter()
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        records = None
+        if _parameters_sharded(self.trainer) or state.is_world_process_zero:
+            records = self._answer(model, state)
+        if state.is_world_process_zero:
+            self.store.append(state.global_step, records, checkpoint if checkpoint.is_dir() else None)
+        self._room.share(None)  # the other ranks wait here for rank 0 (long timeout)
+        seconds = time.perf_counter() - began
+        self.seconds += seconds
+        if state.is_world_process_zero:
+            wall = max(time.perf_counter() - (self._began or began), 1e-9)
+            summary = {**summarize(records), "probe/seconds": seconds, "probe/overhead": self.seconds / wall}
+            self._report(state.global_step, records, summary)
+            logger.info(format_summary(state.global_step, summary, len(self.questions), seconds, self.seconds / wall))
+
+    def _answer(self, model, state) -> list[dict]:
+        device = next(model.parameters()).device
+        # Sampling seeds the global RNG; training must not notice the probe (dropout, shuffling).
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return probe_checkpoint(model, self.trainer.processing_class, self.questions, self.decodings,
+                                    state.global_step, state.log_history, state.epoch, self.args.probe_batch_size)
+
+    def _missing_keys(self, step: int) -> bool:
+        wanted = {record_key({"step": step, "mode": q.mode, "question_id": q.id, "decoding": d})
+                  for q in self.questions for d in self.decodings}
+        return bool(wanted - self.store.keys_at(step))
+
+    # ------------------------------------------------------------------ reporting
+
+    def _report(self, step: int, records: list[dict], summary: dict[str, float]) -> None:
+        """Scalars + answers to TensorBoard (scalars, text) and W&B (scalars, cumulative table).
+
+        Written to the reporters directly rather than through ``Trainer.log``, which would also
+        print ~40 numbers to the console at every save.
+        """
+        from transformers.integrations import TensorBoardCallback
+
+        for callback in self.trainer.callback_handler.callbacks:
+            writer = getattr(callback, "tb_writer", None)
+            if isinstance(callback, TensorBoardCallback) and writer is not None:
+                for key, value in summary.items():
+                    writer.add_scalar(key, value, step)
+                writer.add_text("probe/answers", answers_markdown(records), step)
+                writer.flush()
+        run = _wandb_run(self.trainer.args)
+        if run is not None:
+            run.log({**summary, "probe/answers": self._cumulative_table(records), "train/global_step": step})
+
+    def _cumulative_table(self, records: list[dict]):
+        import wandb
+
+        if self._table is None:
+            # INCREMENTAL: each log adds the new rows and W&B shows all of them. A resumed run's
+            # table starts with the earlier entries, so it stays cumulative across restarts.
+            self._table = wandb.Table(columns=TABLE_COLUMNS, log_mode="INCREMENTAL", allow_mixed_types=True)
+            for record in self.store.records():
+                if record["step"] < records[0]["step"]:
+                    self._table.add_data(*table_row(record))
+        for record in records:
+            self._table.add_data(*table_row(record))
+        return self._table
+
+
+TABLE_COLUMNS = ["step", "train_loss", "eval_loss", "decoding", "mode", "group", "question", "answer",
+                 "expected", "knowledge_contains", "repetitive", "distinct_2", "repeated_4gram_rate", "eos"]
+
+
+def table_row(record: dict) -> list:
+    return [record.get(c) for c in TABLE_COLUMNS]
+
+
+def answers_markdown(records: list[dict], limit: int = 200) -> str:
+    """A Markdown table of answers (TensorBoard renders it in the Text tab)."""
+    rows = ["| decoding | question | answer | expected | ✓ |", "|---|---|---|---|---|"]
+    for r in records[:limit]:
+        mark = {None: "", 1.0: "✓", 0.0: "✗"}.get(r.get("knowledge_contains"), "")
+        cells = [r["decoding"], r["question"], r["answer"], r.get("expected") or "", mark]
+        rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ⏎ ")
+
+
+def _wandb_run(args):
+    if "wandb" not in (args.report_to or []):
+        return None
+    import wandb
+
+    return wandb.run
+
+
+def _parameters_sharded(trainer) -> bool:
+    """ZeRO-3 / FSDP: a forward pass needs every rank."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled() or bool(getattr(trainer, "is_fsdp_enabled", False))

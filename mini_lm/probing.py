@@ -1,0 +1,396 @@
+"""Checkpoint probes: fixed questions, answered by a model at each checkpoint, scored and stored.
+
+    questions = load_questions("world/probe_questions.yaml")        # or None: the built-in set
+    records = probe_model(model, tokenizer, questions, decoding_settings(ProbeArguments()))
+    ProbeStore("runs/x").append(150, records)   # checkpoint-150/probe.jsonl + probes.jsonl
+    summarize(records)["probe/greedy/knowledge_contains"]
+
+A questions file (YAML or JSON; JSONL with one question per line also works, e.g. the synthetic
+world's completions.jsonl / qa_heldout.jsonl):
+
+    questions:
+      - prompt: 中国的历史              # raw continuation (pretraining), as in seed 000
+      - question: 李白是谁？            # chat: one user turn, rendered with the chat template
+        expected: 诗仙                  # optional: knowledge score (exact / contains / keywords)
+        keywords: [唐代, 诗人]           # optional: default derived from expected
+        group: heldout                  # optional: knowledge is also reported per group
+      - messages: [{role: system, content: ...}, {role: user, content: ...}]
+        id: sys-q                       # optional stable id; default: the question text
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import ProbeArguments
+from .generation import GenerationSettings, generate, render_chat_prompt
+from .metrics import answer_metrics, knowledge_scores, mean
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUESTIONS = Path(__file__).parent / "assets" / "probe_questions.yaml"
+RUN_FILE = "probes.jsonl"  # run level: every checkpoint's answers
+CHECKPOINT_FILE = "probe.jsonl"  # inside checkpoint-N: that checkpoint's answers
+CONFIG_FILE = "probe_config.json"  # the questions and settings a run probes with (reused offline)
+
+
+class ProbeConfigError(ValueError):
+    """A probe questions file or probe setting that cannot be used as written."""
+
+
+@dataclass
+class ProbeQuestion:
+    id: str
+    mode: str  # "raw" | "chat"
+    text: str  # what is shown: the raw prompt, or the last user message
+    messages: list[dict] = field(default_factory=list)  # chat mode only
+    expected: str | None = None
+    keywords: list[str] | None = None
+    group: str | None = None
+
+    def render(self, tokenizer) -> str:
+        return render_chat_prompt(tokenizer, self.messages) if self.mode == "chat" else self.text
+
+
+# --------------------------------------------------------------------------- questions
+
+def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]:
+    """Questions from a YAML / JSON / JSONL file (None: the built-in seed-000 / seed-004 set)."""
+    path = Path(path) if path else DEFAULT_QUESTIONS
+    if not path.is_file():
+        raise ProbeConfigError(f"probe questions file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        raw, where = [], []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                raw.append(_parse_json(line, f"{path}:{line_no}"))
+                where.append(f"{path}:{line_no}")
+    else:
+        data = _parse_json(text, str(path)) if path.suffix == ".json" else _parse_yaml(text, path)
+        raw = data.get("questions") if isinstance(data, dict) else data
+        if not isinstance(raw, list):
+            raise ProbeConfigError(f"{path}: expected a list of questions (or a mapping with 'questions:')")
+        where = [f"{path}: question {i + 1}" for i in range(len(raw))]
+    questions = [_parse_question(record, at) for record, at in zip(raw, where)]
+    if not questions:
+        raise ProbeConfigError(f"{path}: no questions")
+    seen: dict[str, str] = {}
+    for question, at in zip(questions, where):
+        key = f"{question.mode}:{question.id}"
+        if key in seen:
+            raise ProbeConfigError(f"{at}: duplicate question id {question.id!r} (first at {seen[key]}); "
+                                   "give each question a distinct 'id'")
+        seen[key] = at
+    return questions
+
+
+def _parse_json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ProbeConfigError(f"{where}: not valid JSON ({err.msg}, line {err.lineno})") from err
+
+
+def _parse_yaml(text: str, path: Path):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ProbeConfigError(f"{path}: not valid YAML: {err}") from err
+
+
+_KNOWN_FIELDS = {"id", "prompt", "question", "messages", "expected", "keywords", "group", "split",
+                 "person_id", "lang", "attribute", "mode"}
+
+
+def _parse_question(record, where: str) -> ProbeQuestion:
+    """One record -> ProbeQuestion. ``prompt`` is raw mode; ``question`` / ``messages`` chat mode.
+    A trailing assistant turn in ``messages`` (a reference answer, as in qa_*.jsonl) is dropped."""
+    if not isinstance(record, dict):
+        raise ProbeConfigError(f"{where}: a question must be a mapping, got {type(record).__name__}")
+    unknown = sorted(set(record) - _KNOWN_FIELDS)
+    if unknown:
+        raise ProbeConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(_KNOWN_FIELDS)}")
+    given = [k for k in ("prompt", "question", "messages") if k in record]
+    if len(given) != 1:
+        raise ProbeConfigError(f"{where}: needs exactly one of 'prompt' (raw continuation), 'question' or "
+                               f"'messages' (chat), got {given or 'none'}")
+    if "prompt" in record:
+        mode, messages, text = "raw", [], _string(record, "prompt", where)
+    else:
+        messages = [{"role": "user", "content": _string(record, "question", where)}] if "question" in record \
+            else _messages(record["messages"], where)
+        mode, text = "chat", messages[-1]["content"]
+    keywords = record.get("keywords")
+    if keywords is not None and (not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords)):
+        raise ProbeConfigError(f"{where}: 'keywords' must be a list of strings")
+    expected = record.get("expected")
+    group = record.get("group", record.get("split"))
+    return ProbeQuestion(
+        id=str(record.get("id", text)), mode=mode, text=text, messages=messages,
+        expected=None if expected is None else str(expected), keywords=keywords or None,
+        group=None if group is None else str(group),
+    )
+
+
+def _string(record: dict, key: str, where: str) -> str:
+    value = record[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ProbeConfigError(f"{where}: '{key}' must be a non-empty string")
+    return value
+
+
+def _messages(messages, where: str) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise ProbeConfigError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ProbeConfigError(f"{where}: messages[{i}] needs string 'role' and 'content'")
+    if messages[-1]["role"] == "assistant":
+        messages = messages[:-1]  # the reference answer: the model is to produce it
+    if not messages or messages[-1]["role"] != "user":
+        raise ProbeConfigError(f"{where}: 'messages' must end with a user turn")
+    return messages
+
+
+def check_questions_fit(questions: list[ProbeQuestion], tokenizer, max_new_tokens: int,
+                        max_positions: int | None = None) -> None:
+    """Fail before training, not at the first save: chat questions need a chat template, and every
+    prompt plus its answer must fit the model's positions (GPT-2's learned positions would crash)."""
+    chat = [q for q in questions if q.mode == "chat"]
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ProbeConfigError(
+            f"{len(chat)} probe question(s) are chat questions (e.g. {chat[0].text!r}) but the tokenizer has no "
+            "chat template: use raw 'prompt' questions (probe_questions: FILE) or a tokenizer with a template"
+        )
+    if max_positions:
+        lengths = [len(tokenizer(q.render(tokenizer), add_special_tokens=False)["input_ids"]) for q in questions]
+        n, longest = max(zip(lengths, questions), key=lambda pair: pair[0])
+        if n + max_new_tokens > max_positions:
+            raise ProbeConfigError(
+                f"probe question {longest.text!r} is {n} tokens; with probe_max_new_tokens={max_new_tokens} it "
+                f"exceeds the model's {max_positions} positions: lower probe_max_new_tokens to "
+                f"{max(max_positions - n, 0)}, shorten the question, or set probe: false"
+            )
+
+
+def save_probe_config(run_dir: str | os.PathLike, questions: list[ProbeQuestion], args: ProbeArguments) -> None:
+    """Record what a run probes with, so ``mini-lm probe RUN_DIR`` asks the same by default."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    data = {"settings": asdict(args), "questions": [asdict(q) for q in questions]}
+    Path(run_dir, CONFIG_FILE).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def load_probe_config(run_dir: str | os.PathLike) -> tuple[ProbeArguments, list[ProbeQuestion]] | None:
+    path = Path(run_dir, CONFIG_FILE)
+    if not path.is_file():
+        return None
+    data = _parse_json(path.read_text(encoding="utf-8"), str(path))
+    return ProbeArguments(**data["settings"]), [ProbeQuestion(**q) for q in data["questions"]]
+
+
+# --------------------------------------------------------------------------- decoding
+
+def decoding_settings(args: ProbeArguments) -> dict[str, GenerationSettings]:
+    """Named decodings from ProbeArguments: greedy and/or sampled (seed 000's defaults)."""
+    common = dict(max_new_tokens=args.probe_max_new_tokens, repetition_penalty=args.probe_repetition_penalty,
+                  seed=args.probe_seed)
+    known = {
+        "greedy": lambda: GenerationSettings(do_sample=False, **common),
+        "sampled": lambda: GenerationSettings(do_sample=True, temperature=args.probe_temperature,
+                                              top_k=args.probe_top_k, top_p=args.probe_top_p, **common),
+    }
+    unknown = [d for d in args.probe_decoding if d not in known]
+    if unknown or not args.probe_decoding:
+        raise ProbeConfigError(f"probe_decoding: unknown {unknown or 'empty list'}; choose from {sorted(known)}")
+    return {name: known[name]() for name in dict.fromkeys(args.probe_decoding)}
+
+
+# --------------------------------------------------------------------------- probing
+
+def probe_model(model, tokenizer, questions: list[ProbeQuestion], decodings: dict[str, GenerationSettings],
+                batch_size: int = 32) -> list[dict]:
+    """Every question under every decoding -> one record each, with the settings and metrics."""
+    prompts = [q.render(tokenizer) for q in questions]
+    records = []
+    for name, settings in decodings.items():
+        results = generate(model, tokenizer, prompts, settings, batch_size=batch_size)
+        for question, result in zip(questions, results):
+            records.append(answer_record(question, name, settings, result.text, result.stopped,
+                                         len(result.token_ids)))
+    return records
+
+
+def probe_checkpoint(model, tokenizer, questions: list[ProbeQuestion], decodings: dict[str, GenerationSettings],
+                     step: int, log_history: list[dict], epoch: float | None = None, batch_size: int = 32) -> list[dict]:
+    """``probe_model`` records tagged with the checkpoint: step, epoch, train/eval loss at that step."""
+    context = {"step": step, "checkpoint": f"checkpoint-{step}", "epoch": epoch, **losses_at(log_history, step)}
+    return [{**context, **r} for r in probe_model(model, tokenizer, questions, decodings, batch_size)]
+
+
+def answer_record(question: ProbeQuestion, decoding: str, settings: GenerationSettings, answer: str,
+                  stopped: bool, n_tokens: int) -> dict:
+    """One probe answer with its metrics (flat, so JSONL / tables / pandas read it directly)."""
+    metrics = answer_metrics(answer, stopped=stopped, n_tokens=n_tokens, max_new_tokens=settings.max_new_tokens)
+    if question.expected is not None or question.keywords:
+        metrics.update({f"knowledge_{k}": v for k, v in
+                        knowledge_scores(answer, question.expected, question.keywords).items()})
+    return {
+        "question_id": question.id, "mode": question.mode, "question": question.text, "group": question.group,
+        "expected": question.expected, "keywords": question.keywords,
+        "decoding": decoding, "settings": settings.to_dict(), "answer": answer, **metrics,
+    }
+
+
+AGGREGATED = ["distinct_1", "distinct_2", "repeated_4gram_rate", "loop_fraction", "repetitive", "eos",
+              "hit_max_new_tokens", "length_tokens"]
+KNOWLEDGE = ["knowledge_exact", "knowledge_contains", "knowledge_keyword_recall"]
+
+
+def summarize(records: list[dict]) -> dict[str, float]:
+    """Per-checkpoint aggregates, per decoding; knowledge also per question group.
+
+    [{"decoding": "greedy", "distinct_2": 0.5, "knowledge_contains": 1.0, "group": "sft", ...}, ...]
+    -> {"probe/greedy/distinct_2": 0.5, "probe/greedy/knowledge_contains": 1.0,
+        "probe/greedy/knowledge_contains/sft": 1.0, ...}
+    """
+    out: dict[str, float] = {}
+    for decoding in dict.fromkeys(r["decoding"] for r in records):
+        rows = [r for r in records if r["decoding"] == decoding]
+        for key in AGGREGATED + KNOWLEDGE:
+            value = mean(r.get(key) for r in rows)
+            if value is not None:
+                out[f"probe/{decoding}/{key}"] = value
+        for group in sorted({r["group"] for r in rows if r.get("group")}):
+            for key in KNOWLEDGE:
+                value = mean(r.get(key) for r in rows if r.get("group") == group)
+                if value is not None:
+                    out[f"probe/{decoding}/{key}/{group}"] = value
+    return out
+
+
+def format_summary(step: int, summary: dict[str, float], n_questions: int, seconds: float | None = None,
+                   overhead: float | None = None) -> str:
+    """Console lines for one checkpoint: repetition and knowledge per decoding, time spent."""
+    decodings = list(dict.fromkeys(k.split("/")[1] for k in summary if k.count("/") >= 2))
+    head = f"probe checkpoint-{step}: {n_questions} questions x {len(decodings)} decodings"
+    if seconds is not None:
+        head += f" in {seconds:.1f}s"
+    if overhead is not None:
+        head += f" ({overhead:.1%} of this session's wall time)"
+    lines = [head]
+    for decoding in decodings:
+        def get(key, d=decoding):
+            return summary.get(f"probe/{d}/{key}") or 0.0
+
+        line = (f"  {decoding:>7}: distinct-2 {get('distinct_2'):.2f}  repeated-4gram {get('repeated_4gram_rate'):.2f}"
+                f"  repetitive {get('repetitive'):.0%}  EOS {get('eos'):.0%}  length {get('length_tokens'):.0f}")
+        prefix = f"probe/{decoding}/knowledge_contains"
+        if prefix in summary:
+            groups = [k.rsplit("/", 1)[1] for k in summary if k.startswith(prefix + "/")]
+            detail = ", ".join(f"{g} {summary[prefix + '/' + g]:.0%}" for g in groups)
+            line += f"  knowledge {summary[prefix]:.0%}" + (f" ({detail})" if detail else "")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def losses_at(log_history: list[dict], step: int) -> dict[str, float | None]:
+    """Latest train loss and eval loss logged at or before ``step`` (what seed 000 prints per sample).
+
+    [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}, {"step": 20, "eval_loss": 2.5}], 20
+    -> {"train_loss": 2.0, "eval_loss": 2.5}
+    """
+    found: dict[str, float | None] = {"train_loss": None, "eval_loss": None}
+    for entry in log_history:
+        if entry.get("step", 0) > step:
+            continue
+        if "loss" in entry:
+            found["train_loss"] = entry["loss"]
+        if "eval_loss" in entry:
+            found["eval_loss"] = entry["eval_loss"]
+    return found
+
+
+# --------------------------------------------------------------------------- storage
+
+def record_key(record: dict) -> tuple:
+    return record["step"], record["mode"], record["question_id"], record["decoding"]
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Read a probes JSONL; unreadable lines (a write cut short by a crash) are skipped and counted."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records, bad = [], []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad.append(line_no)
+    if bad:
+        logger.warning("%s: skipped %d unreadable line(s) %s (a write cut short?)", path, len(bad), bad[:5])
+    return records
+
+
+def _write_atomic(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+class ProbeStore:
+    """probes.jsonl (run level) and checkpoint-N/probe.jsonl; one entry per (step, question, decoding).
+
+    Appending is the common path (cheap, and a crash leaves at most one torn line, which readers
+    skip). ``compact`` rewrites the file atomically: newest entry per key, optional cut-off step.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RUN_FILE
+
+    def records(self) -> list[dict]:
+        """Entries in file order, the newest one per key."""
+        latest = {record_key(r): r for r in read_records(self.path)}
+        return list(latest.values())
+
+    def append(self, step: int, records: list[dict], checkpoint_dir: str | os.PathLike | None = None) -> None:
+        if checkpoint_dir is not None:
+            _write_atomic(Path(checkpoint_dir) / CHECKPOINT_FILE, records)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            if f.tell() and not self._ends_with_newline():
+                f.write("\n")  # after a torn last line (crash mid-write), start a fresh line
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def compact(self, keep_until_step: int | None = None) -> int:
+        """Drop duplicates, torn lines, and entries after ``keep_until_step`` (a resumed run restarts
+        its timeline there). Returns how many entries were dropped."""
+        if not self.path.is_file():
+            return 0
+        lines = sum(1 for line in self.path.open(encoding="utf-8") if line.strip())
+        kept = [r for r in self.records() if keep_until_step is None or r["step"] <= keep_until_step]
+        if len(kept) != lines:
+            _write_atomic(self.path, kept)
+        return lines - len(kept)
+
+    def keys_at(self, step: int) -> set[tuple]:
+        return {record_key(r) for r in self.records() if r["step"] == step}
