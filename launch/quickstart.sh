@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The quickstart, offline on CPU in a few minutes:
+# The quickstart, offline on CPU in a few minutes: the whole story on a synthetic world.
 #   synthetic world of fictional people -> BPE tokenizer -> pretrain a tiny Qwen2 on their
-#   biographies -> ask it to complete facts about them -> SFT it on the Q/A of half the people
-#   -> ask it questions in ChatML about both halves.
+#   biographies, probing every checkpoint with questions about them -> ask it to complete facts
+#   -> SFT it on the Q/A of half the people, probing again -> ask it questions in ChatML about
+#   both halves -> a report of how the answers matured across both stages.
 #   bash launch/quickstart.sh          # installs into .venv first when needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,20 +14,22 @@ OUT=${OUT:-runs/quickstart}
 rm -rf "$OUT"
 start=$(date +%s)
 
-echo "== 1/4 synthetic world: 100 people, biographies in Chinese and English"
+echo "== 1/5 synthetic world: 100 people, biographies in Chinese and English, Q/A, probe questions"
 mini-lm synth-world --out "$OUT/world" --seed 0 --people 100
 
-echo "== 2/4 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml)"
+echo "== 2/5 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml), probes at every save"
 python recipes/pretrain.py --config recipes/configs/quickstart/pretrain.yaml \
-    --train_files "$OUT/world/bios.jsonl" --output_dir "$OUT/pretrain" "$@"
+    --train_files "$OUT/world/bios.jsonl" --output_dir "$OUT/pretrain" \
+    --probe_questions "$OUT/world/probe_questions.yaml" "$@"
 
-echo "== 3/4 what did it learn? greedy completions of facts from the biographies"
+echo "== 3/5 what did it learn? greedy completions of 240 facts from the biographies"
 mini-lm generate "$OUT/pretrain" --prompts-file "$OUT/world/completions.jsonl" --limit 240 \
     --greedy --max-new-tokens 24 --quiet
 
-echo "== 4/4 SFT on the Q/A of the 'sft' half of the people (recipes/configs/quickstart/sft.yaml)"
+echo "== 4/5 SFT on the Q/A of the 'sft' half of the people (recipes/configs/quickstart/sft.yaml), probes at every save"
 python recipes/sft.py --config recipes/configs/quickstart/sft.yaml --model_name_or_path "$OUT/pretrain" \
-    --train_files "$OUT/world/qa_sft.jsonl" --output_dir "$OUT/sft" --disable_tqdm true
+    --train_files "$OUT/world/qa_sft.jsonl" --output_dir "$OUT/sft" \
+    --probe_questions "$OUT/world/probe_questions.yaml" --disable_tqdm true
 python - "$OUT" <<'PY'
 # Questions in ChatML: people seen in SFT, and held-out people whose facts only pretraining saw.
 import json, sys
@@ -44,4 +47,8 @@ for split in ("sft", "heldout"):
     print(f"  [{split}] {hits}/{len(qa)} answers contain the right fact, {stops}/{len(qa)} stop at <|im_end|>")
 PY
 
+echo "== 5/5 report: answers per checkpoint of both stages, with loss, repetition and knowledge plots"
+mini-lm report "$OUT/pretrain" "$OUT/sft" --out "$OUT/report"
+
 echo "== done in $(( $(date +%s) - start ))s: models in $OUT/pretrain and $OUT/sft, TensorBoard logs in their runs/"
+echo "   report: $OUT/report/report.md (plots: $OUT/report/*.png)"

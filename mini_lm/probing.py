@@ -254,11 +254,11 @@ KNOWLEDGE = ["knowledge_exact", "knowledge_contains", "knowledge_keyword_recall"
 
 
 def summarize(records: list[dict]) -> dict[str, float]:
-    """Per-checkpoint aggregates, per decoding; knowledge also per question group.
+    """Per-checkpoint aggregates, per decoding; knowledge also per mode and per mode/group.
 
-    [{"decoding": "greedy", "distinct_2": 0.5, "knowledge_contains": 1.0, "group": "sft", ...}, ...]
+    [{"decoding": "greedy", "mode": "chat", "group": "sft", "distinct_2": 0.5, "knowledge_contains": 1.0}, ...]
     -> {"probe/greedy/distinct_2": 0.5, "probe/greedy/knowledge_contains": 1.0,
-        "probe/greedy/knowledge_contains/sft": 1.0, ...}
+        "probe/greedy/knowledge_contains/chat": 1.0, "probe/greedy/knowledge_contains/chat/sft": 1.0, ...}
     """
     out: dict[str, float] = {}
     for decoding in dict.fromkeys(r["decoding"] for r in records):
@@ -267,11 +267,23 @@ def summarize(records: list[dict]) -> dict[str, float]:
             value = mean(r.get(key) for r in rows)
             if value is not None:
                 out[f"probe/{decoding}/{key}"] = value
-        for group in sorted({r["group"] for r in rows if r.get("group")}):
+        for label, subset in knowledge_breakdown(rows).items():
             for key in KNOWLEDGE:
-                value = mean(r.get(key) for r in rows if r.get("group") == group)
+                value = mean(r.get(key) for r in subset)
                 if value is not None:
-                    out[f"probe/{decoding}/{key}/{group}"] = value
+                    out[f"probe/{decoding}/{key}/{label}"] = value
+    return out
+
+
+def knowledge_breakdown(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows with an expected answer by mode ("raw", "chat") and by mode/group ("chat/heldout"):
+    extraction from a chat question and recall from a raw prompt are different skills."""
+    scored = [r for r in rows if r.get("knowledge_contains") is not None]
+    out: dict[str, list[dict]] = {}
+    for mode in dict.fromkeys(r["mode"] for r in scored):
+        out[mode] = [r for r in scored if r["mode"] == mode]
+        for group in dict.fromkeys(r["group"] for r in out[mode] if r.get("group")):
+            out[f"{mode}/{group}"] = [r for r in out[mode] if r.get("group") == group]
     return out
 
 
@@ -291,11 +303,15 @@ def format_summary(step: int, summary: dict[str, float], n_questions: int, secon
 
         line = (f"  {decoding:>7}: distinct-2 {get('distinct_2'):.2f}  repeated-4gram {get('repeated_4gram_rate'):.2f}"
                 f"  repetitive {get('repetitive'):.0%}  EOS {get('eos'):.0%}  length {get('length_tokens'):.0f}")
-        prefix = f"probe/{decoding}/knowledge_contains"
-        if prefix in summary:
-            groups = [k.rsplit("/", 1)[1] for k in summary if k.startswith(prefix + "/")]
-            detail = ", ".join(f"{g} {summary[prefix + '/' + g]:.0%}" for g in groups)
-            line += f"  knowledge {summary[prefix]:.0%}" + (f" ({detail})" if detail else "")
+        prefix = f"probe/{decoding}/knowledge_contains/"
+        labels = [k[len(prefix):] for k in summary if k.startswith(prefix)]
+        parts = []
+        for mode in [label for label in labels if "/" not in label]:
+            groups = [label for label in labels if label.startswith(mode + "/")]
+            detail = ", ".join(f"{g.split('/', 1)[1]} {summary[prefix + g]:.0%}" for g in groups)
+            parts.append(f"{mode} {summary[prefix + mode]:.0%}" + (f" ({detail})" if detail else ""))
+        if parts:
+            line += "  knowledge " + "; ".join(parts)
         lines.append(line)
     return "\n".join(lines)
 

@@ -1,21 +1,59 @@
-"""``mini-lm report RUN_DIR``: how a run matured, as Markdown with PNG plots.
+"""``mini-lm report RUN_DIR [RUN_DIR ...]``: how a run matured, as Markdown with PNG plots.
 
-    report = write_report("runs/quickstart/pretrain")   # -> runs/quickstart/pretrain/report/report.md
+    write_report(["runs/quickstart/pretrain", "runs/quickstart/sft"], "runs/quickstart/report")
 
 The layout follows seed 000: a timeline of answers per checkpoint headed by its train/eval loss,
-preceded by a table of the per-checkpoint metrics and three plots (loss, repetition, knowledge).
-Everything comes from files a run leaves behind: probes.jsonl (or checkpoint-*/probe.jsonl) and
-trainer_state.json, so a report can be made while a run is still going.
+preceded by a table of per-checkpoint metrics and three plots (loss, repetition, knowledge).
+Several run dirs are stages of one story (pretraining, then SFT from its model): they are laid
+end to end on one step axis. Everything comes from files runs leave behind (probes.jsonl or
+checkpoint-*/probe.jsonl, trainer_state.json), so a report can be made while a run is going.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from .probing import CHECKPOINT_FILE, ProbeStore, read_records, record_key, summarize
+
+
+@dataclass
+class Stage:
+    """One run dir; its steps are drawn from ``offset`` on (the steps of the stages before it)."""
+
+    name: str
+    run_dir: Path
+    offset: int
+    history: list[dict]
+    records: list[dict]
+    steps: list[int] = field(default_factory=list)  # probed checkpoints
+
+    @property
+    def last_step(self) -> int:
+        return max([h.get("step", 0) for h in self.history] + self.steps + [0])
+
+
+@dataclass
+class Point:
+    """One probed checkpoint: its stage, step, position on the shared axis, records, aggregates."""
+
+    stage: Stage
+    step: int
+    records: list[dict]
+    summary: dict[str, float]
+
+    @property
+    def x(self) -> int:
+        return self.stage.offset + self.step
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """checkpoint-N dirs sorted by N."""
+    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def load_log_history(run_dir: Path) -> list[dict]:
@@ -27,12 +65,6 @@ def load_log_history(run_dir: Path) -> list[dict]:
     return []
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    """checkpoint-N dirs sorted by N."""
-    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
 def load_probe_records(run_dir: Path) -> list[dict]:
     """probes.jsonl, plus any checkpoint-*/probe.jsonl it lacks (e.g. copied from another machine)."""
     latest = {record_key(r): r for r in ProbeStore(run_dir).records()}
@@ -42,70 +74,78 @@ def load_probe_records(run_dir: Path) -> list[dict]:
     return sorted(latest.values(), key=lambda r: r["step"])
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write report.md and loss.png / repetition.png / knowledge.png; return the report path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run dir not found: {run_dir}")
-    records = load_probe_records(run_dir)
-    history = load_log_history(run_dir)
-    if not records and not history:
-        raise ValueError(f"{run_dir}: no probes.jsonl, checkpoint-*/probe.jsonl or trainer_state.json to report on")
-    out = Path(out_dir) if out_dir else run_dir / "report"
+def load_stages(run_dirs: list[str | Path]) -> list[Stage]:
+    stages: list[Stage] = []
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run dir not found: {run_dir}")
+        records, history = load_probe_records(run_dir), load_log_history(run_dir)
+        if not records and not history:
+            raise ValueError(f"{run_dir}: no probes.jsonl, checkpoint-*/probe.jsonl or trainer_state.json to report on")
+        offset = stages[-1].offset + stages[-1].last_step if stages else 0
+        stages.append(Stage(run_dir.name, run_dir, offset, history, records, sorted({r["step"] for r in records})))
+    return stages
+
+
+def write_report(run_dirs: str | Path | list[str | Path], out_dir: str | Path | None = None) -> Path:
+    """Write report.md and loss.png / repetition.png / knowledge.png; return the report path.
+    Default ``out_dir``: <last run dir>/report."""
+    stages = load_stages([run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs))
+    out = Path(out_dir) if out_dir else stages[-1].run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    steps = sorted({r["step"] for r in records})
-    summaries = {step: summarize([r for r in records if r["step"] == step]) for step in steps}
-    decodings = list(dict.fromkeys(r["decoding"] for r in records))
+    points = [Point(stage, step, rows, summarize(rows)) for stage in stages for step in stage.steps
+              for rows in [[r for r in stage.records if r["step"] == step]]]
+    decodings = list(dict.fromkeys(r["decoding"] for stage in stages for r in stage.records))
     plots = [name for name, made in (
-        ("loss.png", plot_loss(history, steps, out / "loss.png")),
-        ("repetition.png", plot_repetition(summaries, decodings, out / "repetition.png")),
-        ("knowledge.png", plot_knowledge(summaries, decodings, out / "knowledge.png")),
+        ("loss.png", plot_loss(stages, out / "loss.png")),
+        ("repetition.png", plot_repetition(stages, points, decodings, out / "repetition.png")),
+        ("knowledge.png", plot_knowledge(stages, points, decodings, out / "knowledge.png")),
     ) if made]
-    text = render_markdown(run_dir, records, summaries, decodings, history, plots)
     path = out / "report.md"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(render_markdown(stages, points, decodings, plots), encoding="utf-8")
     return path
 
 
 # --------------------------------------------------------------------------- markdown
 
-def render_markdown(run_dir: Path, records: list[dict], summaries: dict[int, dict], decodings: list[str],
-                    history: list[dict], plots: list[str]) -> str:
-    lines = [f"# Run report: `{run_dir}`", "", f"Generated {datetime.now():%Y-%m-%d %H:%M} by `mini-lm report`.", ""]
-    lines += _run_facts(run_dir, history, records)
+def render_markdown(stages: list[Stage], points: list[Point], decodings: list[str], plots: list[str]) -> str:
+    title = " → ".join(f"`{s.run_dir}`" for s in stages)
+    lines = [f"# Run report: {title}", "", f"Generated {datetime.now():%Y-%m-%d %H:%M} by `mini-lm report`.", ""]
+    for stage in stages:
+        lines += _stage_facts(stage, len(stages) > 1)
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    if summaries:
-        lines += ["## Maturity per checkpoint", "", *_metrics_table(summaries, decodings, records), ""]
-        lines += ["## Answers per checkpoint", "",
-                  "Each line: `[question] → answer`; ✓ / ✗ when an expected answer is known, "
-                  "🔁 when the answer is repetitive, ✂ when it hit max_new_tokens without stopping.", ""]
-        for step in summaries:
-            lines += _timeline_entry(step, [r for r in records if r["step"] == step], decodings)
-    else:
-        lines += ["No probe results yet (they are written at each checkpoint save).", ""]
+    if not points:
+        return "\n".join(lines + ["No probe results yet (they are written at each checkpoint save).", ""])
+    lines += ["## Maturity per checkpoint", "", *_metrics_table(points, decodings, len(stages) > 1), ""]
+    lines += ["## Answers per checkpoint", "",
+              "Each line: `[question] → answer`; ✓ / ✗ when an expected answer is known, "
+              "🔁 when the answer is repetitive, ✂ when it hit max_new_tokens without stopping.", ""]
+    for point in points:
+        lines += _timeline_entry(point, decodings, len(stages) > 1)
     return "\n".join(lines)
 
 
-def _run_facts(run_dir: Path, history: list[dict], records: list[dict]) -> list[str]:
+def _stage_facts(stage: Stage, named: bool) -> list[str]:
     facts = []
-    info_path = run_dir / "run_info.json"
+    info_path = stage.run_dir / "run_info.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text(encoding="utf-8"))
         facts.append(f"world size {info.get('world_size')}, {info.get('precision')}, "
                      f"{info.get('tokens_per_step') or '?'} tokens/step, global batch {info.get('global_batch_size')}")
-    losses = [h for h in history if "loss" in h]
+    losses = [h for h in stage.history if "loss" in h]
     if losses:
         facts.append(f"train loss {losses[0]['loss']:.3f} (step {losses[0]['step']}) → "
                      f"{losses[-1]['loss']:.3f} (step {losses[-1]['step']})")
     seen: dict[str, dict] = {}
-    for r in records:
+    for r in stage.records:
         seen.setdefault(r["decoding"], r["settings"])
     for name, settings in seen.items():
-        shown = {k: v for k, v in settings.items() if v is not None and not (name == "greedy" and k in
-                 ("temperature", "top_k", "top_p"))}
+        sampling_only = ("temperature", "top_k", "top_p") if not settings.get("do_sample") else ()
+        shown = {k: v for k, v in settings.items() if v is not None and k not in sampling_only}
         facts.append(f"decoding `{name}`: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-    return [f"- {f}" for f in facts] + [""] if facts else []
+    head = [f"**{stage.name}** (`{stage.run_dir}`)", ""] if named else []
+    return head + [f"- {f}" for f in facts] + [""]
 
 
 _COLUMNS = [("distinct_2", "distinct-2", "{:.2f}"), ("repeated_4gram_rate", "rep. 4-gram", "{:.2f}"),
@@ -114,32 +154,46 @@ _COLUMNS = [("distinct_2", "distinct-2", "{:.2f}"), ("repeated_4gram_rate", "rep
             ("knowledge_contains", "knowledge", "{:.0%}")]
 
 
-def _metrics_table(summaries: dict[int, dict], decodings: list[str], records: list[dict]) -> list[str]:
-    groups = sorted({r["group"] for r in records if r.get("group") and r.get("knowledge_contains") is not None})
-    header = ["step", "train loss", "eval loss", "decoding"] + [c[1] for c in _COLUMNS] + [f"knowledge {g}" for g in groups]
+def _knowledge_labels(points: list[Point], decoding: str | None = None) -> list[str]:
+    """"raw", "raw/sft", "chat/heldout"... in order of appearance."""
+    labels: dict[str, None] = {}
+    for point in points:
+        for key in point.summary:
+            parts = key.split("/", 3)  # probe / decoding / knowledge_contains / label
+            if len(parts) == 4 and parts[2] == "knowledge_contains" and decoding in (None, parts[1]):
+                labels.setdefault(parts[3])
+    return list(labels)
+
+
+def _metrics_table(points: list[Point], decodings: list[str], named: bool) -> list[str]:
+    labels = _knowledge_labels(points)
+    header = (["stage"] if named else []) + ["step", "train loss", "eval loss", "decoding"]
+    header += [c[1] for c in _COLUMNS] + [f"knowledge {label}" for label in labels]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for step, summary in summaries.items():
-        first = next(r for r in records if r["step"] == step)
+    for point in points:
+        first = point.records[0]
         for decoding in decodings:
-            def cell(key, fmt, d=decoding, s=summary):
+            def cell(key, fmt, d=decoding, s=point.summary):
                 value = s.get(f"probe/{d}/{key}")
                 return "" if value is None else fmt.format(value)
 
-            cells = [str(step), _num(first.get("train_loss")), _num(first.get("eval_loss")), decoding]
+            cells = ([point.stage.name] if named else []) + [
+                str(point.step), _num(first.get("train_loss")), _num(first.get("eval_loss")), decoding]
             cells += [cell(key, fmt) for key, _, fmt in _COLUMNS]
-            cells += [cell(f"knowledge_contains/{g}", "{:.0%}") for g in groups]
+            cells += [cell(f"knowledge_contains/{label}", "{:.0%}") for label in labels]
             rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
-def _timeline_entry(step: int, records: list[dict], decodings: list[str]) -> list[str]:
-    first = records[0]
-    head = f"### Step {step} | Loss: {_num(first.get('train_loss'))}"
+def _timeline_entry(point: Point, decodings: list[str], named: bool) -> list[str]:
+    first = point.records[0]
+    head = f"### {point.stage.name} · " if named else "### "
+    head += f"Step {point.step} | Loss: {_num(first.get('train_loss'))}"
     if first.get("eval_loss") is not None:
         head += f" | Eval loss: {_num(first['eval_loss'])}"
     lines = [head, ""]
     for decoding in decodings:
-        rows = [r for r in records if r["decoding"] == decoding]
+        rows = [r for r in point.records if r["decoding"] == decoding]
         if not rows:
             continue
         lines += [f"**{decoding}**", "```"]
@@ -171,72 +225,85 @@ def _pyplot():
     return plt
 
 
-def plot_loss(history: list[dict], probe_steps: list[int], path: Path) -> bool:
-    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    if not train and not evals:
-        return False
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss", color="tab:orange")
-    for i, step in enumerate(probe_steps):
-        ax.axvline(step, color="grey", linestyle=":", linewidth=1, label="probed checkpoint" if i == 0 else None)
-    ax.set(xlabel="step", ylabel="loss", title="Loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+def _axes(plt, stages: list[Stage], ncols: int = 1, sharey: bool = False):
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, ncols, figsize=(max(8, 6 * ncols), 4.5), squeeze=False, sharey=sharey)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        for stage in stages[1:]:  # where each later stage starts on the shared step axis
+            ax.axvline(stage.offset, color="black", linewidth=1)
+            ax.annotate(f" {stage.name} →", (stage.offset, 1), xycoords=("data", "axes fraction"), va="top",
+                        fontsize=8)
+        ax.set_xlabel("step" if len(stages) == 1 else "step (" + " → ".join(s.name for s in stages) + ")")
+    return fig, axes[0]
+
+
+def _save(plt, fig, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def plot_loss(stages: list[Stage], path: Path) -> bool:
+    if not any("loss" in h or "eval_loss" in h for s in stages for h in s.history):
+        return False
+    plt = _pyplot()
+    fig, (ax,) = _axes(plt, stages)
+    for i, stage in enumerate(stages):
+        train = [(stage.offset + h["step"], h["loss"]) for h in stage.history if "loss" in h]
+        evals = [(stage.offset + h["step"], h["eval_loss"]) for h in stage.history if "eval_loss" in h]
+        if train:
+            ax.plot(*zip(*train), color="tab:blue", label="train loss" if i == 0 else None)
+        if evals:
+            ax.plot(*zip(*evals), "o-", color="tab:orange", label="eval loss" if i == 0 else None)
+        for j, step in enumerate(stage.steps):
+            ax.axvline(stage.offset + step, color="grey", linestyle=":", linewidth=1,
+                       label="probed checkpoint" if i == j == 0 else None)
+    ax.set(ylabel="loss", title="Loss")
+    ax.legend()
+    return _save(plt, fig, path)
 
 
 _REPETITION = [("distinct_2", "distinct-2"), ("repeated_4gram_rate", "repeated 4-gram rate"),
                ("repetitive", "share repetitive"), ("hit_max_new_tokens", "share hitting max_new_tokens")]
 
 
-def plot_repetition(summaries: dict[int, dict], decodings: list[str], path: Path) -> bool:
-    if not summaries:
+def plot_repetition(stages: list[Stage], points: list[Point], decodings: list[str], path: Path) -> bool:
+    if not points:
         return False
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(decodings), figsize=(6 * len(decodings), 4.5), squeeze=False, sharey=True)
-    steps = list(summaries)
-    for ax, decoding in zip(axes[0], decodings):
+    fig, axes = _axes(plt, stages, ncols=len(decodings), sharey=True)
+    for ax, decoding in zip(axes, decodings):
         for key, label in _REPETITION:
-            values = [summaries[s].get(f"probe/{decoding}/{key}") for s in steps]
-            ax.plot(steps, [float("nan") if v is None else v for v in values], "o-", label=label)
-        ax.set(xlabel="step", title=f"Repetition ({decoding})", ylim=(-0.02, 1.02))
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("rate")
-    axes[0][-1].legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+            values = [p.summary.get(f"probe/{decoding}/{key}") for p in points]
+            ax.plot([p.x for p in points], [float("nan") if v is None else v for v in values], "o-", label=label)
+        ax.set(title=f"Repetition ({decoding})", ylim=(-0.02, 1.02))
+    axes[0].set_ylabel("rate")
+    axes[-1].legend(loc="best", fontsize=8)
+    return _save(plt, fig, path)
 
 
-def plot_knowledge(summaries: dict[int, dict], decodings: list[str], path: Path) -> bool:
-    """Knowledge score (expected answer contained) per decoding, overall and per question group."""
-    series: dict[str, list[float]] = {}
-    steps = list(summaries)
-    for decoding in decodings:
-        prefix = f"probe/{decoding}/knowledge_contains"
-        keys = sorted({k for s in summaries.values() for k in s if k == prefix or k.startswith(prefix + "/")})
-        for key in keys:
-            label = decoding + (f" / {key.rsplit('/', 1)[1]}" if key != prefix else " / all")
-            series[label] = [summaries[s].get(key, float("nan")) for s in steps]
-    if not series:
+def plot_knowledge(stages: list[Stage], points: list[Point], decodings: list[str], path: Path) -> bool:
+    """Share of answers containing the expected fact: one panel per mode (raw / chat), a line per
+    decoding and question group (e.g. people whose Q/A was in SFT vs held out)."""
+    labels = _knowledge_labels(points)
+    modes = [label for label in labels if "/" not in label]
+    if not modes:
         return False
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, values in series.items():
-        ax.plot(steps, values, "o-" if label.endswith("/ all") else "s--", label=label)
-    ax.set(xlabel="step", ylabel="share of answers containing the expected fact", title="Knowledge", ylim=(-0.02, 1.02))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    fig, axes = _axes(plt, stages, ncols=len(modes), sharey=True)
+    styles = ["-", "--", ":", "-."]
+    for ax, mode in zip(axes, modes):
+        groups = [label for label in labels if label.startswith(mode + "/")] or [mode]
+        for i, decoding in enumerate(decodings):
+            for j, label in enumerate(groups):
+                values = [p.summary.get(f"probe/{decoding}/knowledge_contains/{label}", float("nan")) for p in points]
+                ax.plot([p.x for p in points], values, styles[j % len(styles)], marker="os^v"[i % 4],
+                        color=f"C{i}", label=f"{decoding} · {label.split('/', 1)[-1] if '/' in label else 'all'}")
+        ax.set(title=f"Knowledge ({mode} questions)", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("share of answers containing the expected fact")
+    return _save(plt, fig, path)

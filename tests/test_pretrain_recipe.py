@@ -18,7 +18,7 @@ RECIPE = REPO / "recipes/pretrain.py"
 TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
         "--max_position_embeddings", "64", "--block_size", "32", "--tokenizer_vocab_size", "320",
         "--per_device_train_batch_size", "4", "--logging_steps", "2", "--disable_tqdm", "true",
-        "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no"]
+        "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no", "--probe", "false"]
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     report = (out / "report/report.md").read_text(encoding="utf-8")
     for step in (3, 6, 9):
         assert f"### Step {step} | Loss: " in report
-    assert "[Naxue Tang was born in] → Naxue Tang was born in" in report and "| knowledge heldout |" in report
+    assert "[Naxue Tang was born in] → Naxue Tang was born in" in report and "| knowledge raw/heldout |" in report
     for png in ("loss.png", "repetition.png", "knowledge.png"):
         data = (out / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
@@ -147,3 +147,18 @@ def test_bad_probe_config_fails_before_training(world, tmp_path, caplog):
     pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "1",
              "--save_strategy", "no", "--report_to", "none")
     assert "save_strategy=no: no checkpoint will be written" in caplog.text
+
+
+def test_a_failing_probe_is_logged_and_training_goes_on(world, tmp_path, monkeypatch, caplog):
+    import mini_lm.callbacks.probe as probe_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(probe_module, "probe_checkpoint", broken)
+    out = tmp_path / "run"
+    pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "2", "--save_steps", "1",
+             "--report_to", "none")
+    assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
+    assert caplog.text.count("probe of checkpoint-") == 2 and "simulated" in caplog.text
+    assert not (out / "probes.jsonl").exists()

@@ -132,18 +132,23 @@ def record(step, qid, decoding="greedy", **extra):
     return {"step": step, "mode": "raw", "question_id": qid, "decoding": decoding, **extra}
 
 
-def test_summarize_per_decoding_and_group():
+def test_summarize_per_decoding_mode_and_group():
     records = [record(1, "a", distinct_2=1.0, repetitive=False, knowledge_contains=1.0, group="sft"),
                record(1, "b", distinct_2=0.5, repetitive=True, knowledge_contains=0.0, group="heldout"),
                record(1, "c", distinct_2=None, repetitive=True),
+               {**record(1, "d", knowledge_contains=1.0, group="heldout"), "mode": "chat"},
                record(1, "a", "sampled", distinct_2=0.2, repetitive=False)]
     s = summarize(records)
     assert s["probe/greedy/distinct_2"] == 0.75 and s["probe/greedy/repetitive"] == pytest.approx(2 / 3)
-    assert s["probe/greedy/knowledge_contains"] == 0.5
-    assert (s["probe/greedy/knowledge_contains/sft"], s["probe/greedy/knowledge_contains/heldout"]) == (1.0, 0.0)
+    assert s["probe/greedy/knowledge_contains"] == pytest.approx(2 / 3)
+    assert s["probe/greedy/knowledge_contains/raw"] == 0.5 and s["probe/greedy/knowledge_contains/chat"] == 1.0
+    assert (s["probe/greedy/knowledge_contains/raw/sft"], s["probe/greedy/knowledge_contains/raw/heldout"],
+            s["probe/greedy/knowledge_contains/chat/heldout"]) == (1.0, 0.0, 1.0)
+    assert "probe/greedy/knowledge_contains/chat/sft" not in s  # no such question
     assert s["probe/sampled/distinct_2"] == 0.2 and "probe/sampled/knowledge_contains" not in s
-    text = format_summary(7, s, n_questions=3, seconds=1.5, overhead=0.02)
-    assert "checkpoint-7" in text and "knowledge 50% (heldout 0%, sft 100%)" in text and "2.0%" in text
+    text = format_summary(7, s, n_questions=4, seconds=1.5, overhead=0.02)
+    assert "checkpoint-7: 4 questions x 2 decodings in 1.5s (2.0%" in text
+    assert "knowledge raw 50% (sft 100%, heldout 0%); chat 100% (heldout 100%)" in text
 
 
 def test_losses_at():

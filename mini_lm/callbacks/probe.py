@@ -53,6 +53,7 @@ class CheckpointProbe(TrainerCallback):
                             getattr(trainer.model.config, "max_position_embeddings", None))
         self.store = ProbeStore(trainer.args.output_dir)
         self.seconds = 0.0  # spent probing in this session
+        self.failures = 0  # probes that raised (logged with their traceback)
         self._began: float | None = None
         self._room: WaitingRoom | None = None
         self._table = None  # W&B incremental table: every row logged once, the UI shows them all
@@ -85,14 +86,21 @@ class CheckpointProbe(TrainerCallback):
         began = time.perf_counter()
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         records = None
-        if _parameters_sharded(self.trainer) or state.is_world_process_zero:
-            records = self._answer(model, state)
-        if state.is_world_process_zero:
+        if _parameters_sharded(self.trainer):
+            records = self._answer(model, state)  # collective: a failure here must stop every rank
+        elif state.is_world_process_zero:
+            try:
+                records = self._answer(model, state)
+            except Exception:  # e.g. out of memory while generating: days of training matter more
+                logger.exception("probe of checkpoint-%d failed; training goes on, `mini-lm probe %s "
+                                 "--steps %d` can redo it", state.global_step, args.output_dir, state.global_step)
+                self.failures += 1
+        if state.is_world_process_zero and records is not None:
             self.store.append(state.global_step, records, checkpoint if checkpoint.is_dir() else None)
         self._room.share(None)  # the other ranks wait here for rank 0 (long timeout)
         seconds = time.perf_counter() - began
         self.seconds += seconds
-        if state.is_world_process_zero:
+        if state.is_world_process_zero and records is not None:
             wall = max(time.perf_counter() - (self._began or began), 1e-9)
             summary = {**summarize(records), "probe/seconds": seconds, "probe/overhead": self.seconds / wall}
             self._report(state.global_step, records, summary)

@@ -15,11 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import yaml
+
     from ..data.synthetic import write_world
 
     paths = write_world(args.out, seed=args.seed, n_people=args.people, bios_per_person=args.bios_per_person,
                         langs=tuple(args.langs), heldout_fraction=args.heldout_fraction)
     for name, path in paths.items():
         with open(path, encoding="utf-8") as f:
-            print(f"{name:>11}: {sum(1 for _ in f):6d} records -> {path}")
+            count = len(yaml.safe_load(f)["questions"]) if path.suffix == ".yaml" else sum(1 for _ in f)
+        print(f"{name:>15}: {count:6d} records -> {path}")
     return 0
