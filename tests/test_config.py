@@ -7,10 +7,12 @@ from mini_lm.config import (
     MiniLMTrainingArguments,
     ModelArguments,
     PretrainDataArguments,
+    ProbeArguments,
     check_pretrain_config,
     expand_env,
     parse_config,
 )
+from mini_lm.probing import decoding_settings
 
 from .conftest import REPO
 
@@ -103,9 +105,10 @@ PRETRAIN_CONFIGS = sorted(REPO.glob("recipes/configs/*/pretrain_*.yaml")) + \
 
 @pytest.mark.parametrize("path", PRETRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_pretrain_config_parses_and_is_consistent(path, tmp_path):
-    model, data, train = parse_config(PRETRAIN, ["--config", str(path), "--output_dir", str(tmp_path),
-                                                 "--bf16", "false", "--deepspeed", ""])
+    model, data, train, probe = parse_config([*PRETRAIN, ProbeArguments], [
+        "--config", str(path), "--output_dir", str(tmp_path), "--bf16", "false", "--deepspeed", ""])
     check_pretrain_config(model, data, train)
+    decoding_settings(probe)  # the recipe's probe settings are valid
     assert model.model_family in ("gpt2", "qwen2")
     assert data.train_files
 

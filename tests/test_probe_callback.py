@@ -46,6 +46,10 @@ def wandb_rows(run_dir: Path) -> list[list]:
 
 @pytest.mark.slow
 def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, tmp_path, monkeypatch):
+    import wandb
+
+    wandb.finish()  # W&B keeps one run and its settings (WANDB_DIR) per process: start clean,
+    wandb.teardown()  # or an earlier in-process test's run receives this run's logs
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     out = tmp_path / "run"
@@ -66,9 +70,8 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert len(wandb_rows(wandb_run)) == 2 * per_checkpoint
     assert _tensorboard_text_steps(out) == [3, 6]
-    import wandb
-
     wandb.finish()  # as a new process would: the Trainer leaves its W&B run open
+    wandb.teardown()
 
     # A crash while checkpoint-6 was being probed: its entries never made it, a line is torn, and an
     # abandoned later timeline left an entry. Resuming must re-probe 6, drop step 99, keep step 3.
