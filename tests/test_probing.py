@@ -107,6 +107,22 @@ def test_questions_must_fit_tokenizer_and_positions(tiny_tokenizer):
         check_questions_fit(questions, no_template, max_new_tokens=8)
 
 
+def test_builtin_chat_questions_are_skipped_without_a_chat_template(tiny_tokenizer, caplog):
+    from transformers import PreTrainedTokenizerFast
+
+    from mini_lm.callbacks.probe import default_fit
+
+    no_template = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
+    builtin = load_questions(None)
+    kept = default_fit(builtin, ProbeArguments(), no_template)
+    n_chat = sum(q.mode == "chat" for q in builtin)
+    assert n_chat and [q.mode for q in kept] == ["raw"] * (len(builtin) - n_chat)
+    assert f"{n_chat} built-in chat questions skipped" in caplog.text
+    assert default_fit(builtin, ProbeArguments(), tiny_tokenizer) == builtin
+    named = ProbeArguments(probe_questions="mine.yaml")  # a named file is used as written (and checked)
+    assert default_fit(builtin, named, no_template) == builtin
+
+
 def test_probe_checkpoint_records_settings_metrics_and_is_reproducible(tiny_model, tiny_tokenizer):
     questions = [q for q in load_questions(None) if q.text in ("中国的历史", "李白是谁？")]
     decodings = decoding_settings(ProbeArguments(probe_max_new_tokens=12))

@@ -47,7 +47,7 @@ class CheckpointProbe(TrainerCallback):
     def __init__(self, trainer, args: ProbeArguments, questions: list[ProbeQuestion] | None = None):
         self.trainer = trainer
         self.args = args
-        self.questions = questions or load_questions(args.probe_questions)
+        self.questions = questions or default_fit(load_questions(args.probe_questions), args, trainer.processing_class)
         self.decodings = decoding_settings(args)
         check_questions_fit(self.questions, trainer.processing_class, args.probe_max_new_tokens,
                             getattr(trainer.model.config, "max_position_embeddings", None))
@@ -152,6 +152,17 @@ class CheckpointProbe(TrainerCallback):
         for record in records:
             self._table.add_data(*table_row(record))
         return self._table
+
+
+def default_fit(questions: list[ProbeQuestion], args: ProbeArguments, tokenizer) -> list[ProbeQuestion]:
+    """The built-in set has chat questions; a tokenizer without a chat template (a BERT one, a plain
+    GPT-2 one) skips them, counted. A file the user names is used as written (or fails)."""
+    if args.probe_questions or getattr(tokenizer, "chat_template", None):
+        return questions
+    raw = [q for q in questions if q.mode == "raw"]
+    logger.warning("probes: %d built-in chat questions skipped, the tokenizer has no chat template",
+                   len(questions) - len(raw))
+    return raw
 
 
 TABLE_COLUMNS = ["step", "train_loss", "eval_loss", "decoding", "mode", "group", "question", "answer",
