@@ -87,6 +87,13 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     assert len(resumed) == 1 and len(wandb_rows(resumed[0])) == 3 * per_checkpoint  # its table is cumulative
     wandb.finish()
 
+    # offline, same questions and settings (probe_config.json): the same answers as during training
+    during = {r["question_id"] + r["mode"] + r["decoding"]: r["answer"] for r in run_level if r["step"] == 9}
+    assert cli(["probe", str(out), "--steps", "9"]) == 0
+    after = {r["question_id"] + r["mode"] + r["decoding"]: r["answer"] for r in lines(out / "probes.jsonl")
+             if r["step"] == 9}
+    assert after == during and len(lines(out / "probes.jsonl")) == 3 * per_checkpoint  # replaced, not added
+
     # offline: new questions for one checkpoint merge in; the report reads everything
     extra = tmp_path / "extra.yaml"
     extra.write_text("questions:\n  - prompt: 李娜在\n", encoding="utf-8")
