@@ -347,6 +347,11 @@ class ProbeArguments:
     )
 
 
+# What each recipe parses, in order (``parse_config`` returns one instance per class).
+PRETRAIN_ARGUMENTS = (ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments)
+SFT_ARGUMENTS = (ModelArguments, SFTDataArguments, LoraArguments, MiniLMTrainingArguments, ProbeArguments)
+
+
 # --------------------------------------------------------------------------- parsing
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

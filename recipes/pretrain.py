@@ -19,15 +19,7 @@ import sys
 from transformers import set_seed
 
 from mini_lm.callbacks import add_recipe_callbacks
-from mini_lm.config import (
-    MiniLMTrainingArguments,
-    ModelArguments,
-    PretrainDataArguments,
-    ProbeArguments,
-    check_pretrain_config,
-    parse_config,
-    setup_logging,
-)
+from mini_lm.config import PRETRAIN_ARGUMENTS, check_pretrain_config, parse_config, setup_logging
 from mini_lm.data.packing import CausalLMCollator, pad_id
 from mini_lm.data.pretrain import build_pretrain_datasets, prepare_tokenizer
 from mini_lm.models import build_model
@@ -35,9 +27,7 @@ from mini_lm.training import MiniLMTrainer, configure_reporting, run_training
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args, probe_args = parse_config(
-        [ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments], argv
-    )
+    model_args, data_args, training_args, probe_args = parse_config(PRETRAIN_ARGUMENTS, argv)
     check_pretrain_config(model_args, data_args, training_args)
     setup_logging(training_args)
     configure_reporting(training_args)

@@ -11,11 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from mini_lm.cli import main as cli
 from mini_lm.config import (
+    SFT_ARGUMENTS,
     ConfigError,
-    LoraArguments,
-    MiniLMTrainingArguments,
-    ModelArguments,
-    SFTDataArguments,
     check_sft_config,
     parse_config,
 )
@@ -94,7 +91,8 @@ def test_sft_from_pretraining_checkpoint_packed(pretrained, world, tmp_path, cap
     with caplog.at_level("INFO", logger="mini_lm"):
         sft("--config", REPO / "recipes/configs/quickstart/sft.yaml", "--model_name_or_path", pretrained,
             "--train_files", world["qa_sft"], "--output_dir", out, "--max_steps", "8", "--logging_steps", "4",
-            "--per_device_train_batch_size", "4", *QUIET)
+            "--per_device_train_batch_size", "4", *QUIET, "--save_strategy", "steps", "--save_steps", "4",
+            "--probe_questions", world["probe_questions"], "--probe_max_new_tokens", "8")
     assert "packed rows with position_ids restarting per conversation" in caplog.text
     assert "packed-attention check passed" in caplog.text
     info = json.loads((out / "run_info.json").read_text())
@@ -103,6 +101,11 @@ def test_sft_from_pretraining_checkpoint_packed(pretrained, world, tmp_path, cap
     tuned = AutoModelForCausalLM.from_pretrained(out)
     assert not torch.equal(base.model.embed_tokens.weight, tuned.model.embed_tokens.weight)  # started from it
     assert (out / "tokenizer.json").is_file() and (out / "run_info.json").is_file()
+    # the checkpoint probe runs in SFT as in pretraining: every save, chat questions in the template
+    probes = [json.loads(line) for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted({p["step"] for p in probes}) == [4, 8]
+    chat = [p for p in probes if p["mode"] == "chat"]
+    assert {(p["step"], p["decoding"]) for p in chat} == {(4, "greedy"), (4, "sampled"), (8, "greedy"), (8, "sampled")}
 
 
 @pytest.mark.slow
@@ -154,8 +157,7 @@ def test_audit_data_command_fails_on_unusable_config(shared_data, tmp_path, caps
 @pytest.mark.parametrize("config", sorted(REPO.glob("recipes/configs/*/sft*.yaml")), ids=lambda p: p.parent.name
                          + "/" + p.name)
 def test_every_sft_yaml_loads(config, shared_data):
-    model, data, lora, train = parse_config(
-        [ModelArguments, SFTDataArguments, LoraArguments, MiniLMTrainingArguments], ["--config", str(config)])
+    model, data, lora, train, _ = parse_config(SFT_ARGUMENTS, ["--config", str(config)])
     check_sft_config(model, data, train)
     assert data.train_files and data.max_length >= 64
     for path in data.train_files:
