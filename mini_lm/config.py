@@ -350,6 +350,7 @@ class ProbeArguments:
 # What each recipe parses, in order (``parse_config`` returns one instance per class).
 PRETRAIN_ARGUMENTS = (ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments)
 SFT_ARGUMENTS = (ModelArguments, SFTDataArguments, LoraArguments, MiniLMTrainingArguments, ProbeArguments)
+MLM_ARGUMENTS = (ModelArguments, PretrainDataArguments, MLMArguments, MiniLMTrainingArguments, ProbeArguments)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -19,16 +19,8 @@ import sys
 
 from transformers import set_seed
 
-from mini_lm.config import (
-    ConfigError,
-    MiniLMTrainingArguments,
-    MLMArguments,
-    ModelArguments,
-    PretrainDataArguments,
-    check_mlm_config,
-    parse_config,
-    setup_logging,
-)
+from mini_lm.callbacks import add_recipe_callbacks
+from mini_lm.config import MLM_ARGUMENTS, ConfigError, check_mlm_config, parse_config, setup_logging
 from mini_lm.data.next_token import NextTokenCollator, build_next_token_datasets
 from mini_lm.models import build_model
 from mini_lm.models.bert_adapter import bert_tokenizer
@@ -36,9 +28,7 @@ from mini_lm.training import MiniLMTrainer, configure_reporting, run_training
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, mlm_args, training_args = parse_config(
-        [ModelArguments, PretrainDataArguments, MLMArguments, MiniLMTrainingArguments], argv
-    )
+    model_args, data_args, mlm_args, training_args, probe_args = parse_config(MLM_ARGUMENTS, argv)
     check_mlm_config(model_args, data_args, mlm_args, training_args)
     setup_logging(training_args)
     configure_reporting(training_args)
@@ -64,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=tokenizer,
         seq_len=mlm_args.max_len,
     )
+    add_recipe_callbacks(trainer, probe_args)  # the same checkpoint probes as the causal LMs
     return run_training(trainer)
 
 

@@ -8,15 +8,7 @@ import torch
 from datasets import Dataset
 
 from mini_lm.cli import main as cli
-from mini_lm.config import (
-    ConfigError,
-    MiniLMTrainingArguments,
-    MLMArguments,
-    ModelArguments,
-    PretrainDataArguments,
-    check_mlm_config,
-    parse_config,
-)
+from mini_lm.config import MLM_ARGUMENTS, ConfigError, check_mlm_config, parse_config
 from mini_lm.data.next_token import NextTokenCollator, cut_windows
 from mini_lm.generation import GenerationSettings, generate, load_for_generation
 
@@ -48,8 +40,7 @@ def test_cut_windows_and_collator(tiny_bert_tokenizer):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_every_bert_yaml_parses_and_checks(config, shared_data):
-    model, data, mlm_args, train = parse_config(
-        [ModelArguments, PretrainDataArguments, MLMArguments, MiniLMTrainingArguments], ["--config", str(config)])
+    model, data, mlm_args, train, _ = parse_config(MLM_ARGUMENTS, ["--config", str(config)])
     check_mlm_config(model, data, mlm_args, train)
     assert model.model_family == "bert" and (shared_data / "tokenizers/bert-base-chinese/vocab.txt").samefile(
         f"{model.tokenizer_name_or_path}/vocab.txt")
@@ -85,6 +76,23 @@ def test_tiny_run_saves_a_dir_that_generates(tiny_corpus, tmp_path):
     model, tok = load_for_generation(str(out))
     result = generate(model, tok, ["宝玉笑道"], GenerationSettings(do_sample=False, max_new_tokens=5))[0]
     assert len(result.token_ids) == 5
+
+
+def test_checkpoints_of_the_bert_adapter_are_probed(tiny_corpus, tmp_path, caplog):
+    """The checkpoint probe goes through the one generation path, so it needs nothing BERT-specific:
+    raw prompts are answered at every save; the built-in chat questions are skipped and counted
+    (a WordPiece vocabulary has no chat template)."""
+    corpus, vocab = tiny_corpus
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="mini_lm"):
+        mlm(*TINY, "--train_files", corpus, "--tokenizer_name_or_path", vocab, "--output_dir", out,
+            "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--probe_max_new_tokens", "6",
+            "--probe_decoding", "greedy")
+    assert "built-in chat questions skipped, the tokenizer has no chat template" in caplog.text
+    probes = [json.loads(line) for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted({p["step"] for p in probes}) == [2, 4] and {p["mode"] for p in probes} == {"raw"}
+    assert all((out / f"checkpoint-{step}/probe.jsonl").is_file() for step in (2, 4))
+    assert all(p["length_tokens"] == 6 or p["eos"] for p in probes)  # it generated, left to right
 
 
 @pytest.mark.parametrize("extra, message", [
