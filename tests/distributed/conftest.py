@@ -30,7 +30,8 @@ CONTROL_MIN_DIFF = 1e-2
 TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
         "--max_position_embeddings", "64", "--block_size", "32", "--tokenizer_vocab_size", "320",
         "--per_device_train_batch_size", "4", "--max_steps", "6", "--logging_steps", "1", "--learning_rate", "1e-2",
-        "--disable_tqdm", "true", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no"]
+        "--disable_tqdm", "true", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
+        "--probe_max_new_tokens", "8"]  # runs that save also probe (built-in questions); 64 positions hold 8 new tokens
 RECIPE = REPO / "recipes/pretrain.py"
 VENV_PATH = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # torchrun, deepspeed, accelerate
 

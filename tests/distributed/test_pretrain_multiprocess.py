@@ -3,6 +3,7 @@ and accelerate, DeepSpeed ZeRO-2 (and its resume), ZeRO-3 through launch/acceler
 Each 2-process run must shard the data (every rank a different first batch) and, where the
 initial weights are the same, follow the 1-process run of the same global batch (see conftest)."""
 
+import json
 import sys
 
 import pytest
@@ -68,7 +69,11 @@ def test_deepspeed_zero2_two_processes_shard_state_and_data(zero2, reference):
     # ZeRO-2: each rank saved its own half of the optimizer state
     shards = sorted(p.name for p in (zero2 / "checkpoint-3/global_step3").glob("zero_pp_rank_*_optim_states.pt"))
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
-    assert max_loss_diff(losses(zero2), reference["same"]) < LOSS_TOLERANCE
+    assert max_loss_diff(losses(zero2), reference["same"]) < LOSS_TOLERANCE  # probing at each save left it alone
+    # ZeRO-2 keeps whole weights on every rank: rank 0 probed each checkpoint alone, each answer once
+    probes = [json.loads(line) for line in (zero2 / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
+    keys = [(p["step"], p["mode"], p["question_id"], p["decoding"]) for p in probes]
+    assert {p["step"] for p in probes} == {3, 6} and len(keys) == len(set(keys))
 
 
 def test_deepspeed_zero2_resumes_from_its_checkpoint(zero2, bios, tmp_path):
