@@ -66,7 +66,9 @@ def prompt_texts(tokenizer, corpus: str, length: int, count: int) -> list[str]:
     text = Path(corpus).read_text(encoding="utf-8")
     ids = tokenizer(text[: 400 * length * count], add_special_tokens=False)["input_ids"]
     prompts = []
-    for start in range(0, len(ids) - length, length):  # a cut inside a multi-token character does not re-encode
+    for start in range(
+        0, len(ids) - length, length
+    ):  # a cut inside a multi-token character does not re-encode
         prompt = tokenizer.decode(ids[start : start + length])
         if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) == length:
             prompts.append(prompt)
@@ -77,8 +79,9 @@ def prompt_texts(tokenizer, corpus: str, length: int, count: int) -> list[str]:
 
 def run_once(model, tokenizer, prompts: list[str], new_tokens: int, use_cache: bool) -> float:
     """Wall seconds of one batched generate call producing exactly ``new_tokens`` per prompt."""
-    settings = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  use_cache=use_cache)
+    settings = GenerationSettings(
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache
+    )
     began = time.perf_counter()
     results = generate(model, tokenizer, prompts, settings, batch_size=len(prompts))
     seconds = time.perf_counter() - began
@@ -107,9 +110,15 @@ def bench_prompt_lengths(model, tok, args) -> list[dict]:
         runs[f"prefill {length}"] = (model, tok, prompt, 1, True)
         runs[f"total {length}"] = (model, tok, prompt, args.new_tokens, True)
     best = measure(runs, args.repeats)
-    return [{"prompt_tokens": n, "prefill_ms": 1000 * best[f"prefill {n}"],
-             "decode_ms_per_token": 1000 * (best[f"total {n}"] - best[f"prefill {n}"]) / (args.new_tokens - 1),
-             "ms_per_token": 1000 * best[f"total {n}"] / args.new_tokens} for n in args.prompt_lengths]
+    return [
+        {
+            "prompt_tokens": n,
+            "prefill_ms": 1000 * best[f"prefill {n}"],
+            "decode_ms_per_token": 1000 * (best[f"total {n}"] - best[f"prefill {n}"]) / (args.new_tokens - 1),
+            "ms_per_token": 1000 * best[f"total {n}"] / args.new_tokens,
+        }
+        for n in args.prompt_lengths
+    ]
 
 
 def bench_batches(model, tok, args) -> list[dict]:
@@ -122,17 +131,31 @@ def bench_batches(model, tok, args) -> list[dict]:
     rows = []
     for b in args.batch_sizes:
         total, prefill = best[(b, "all")], best[(b, "prefill")]
-        rows.append({"batch": b, "seconds": total, "tokens_per_second": b * args.batch_new_tokens / total,
-                     "decode_tokens_per_second": b * (args.batch_new_tokens - 1) / (total - prefill)})
+        rows.append(
+            {
+                "batch": b,
+                "seconds": total,
+                "tokens_per_second": b * args.batch_new_tokens / total,
+                "decode_tokens_per_second": b * (args.batch_new_tokens - 1) / (total - prefill),
+            }
+        )
     return rows
 
 
 def bench_cache(model, tok, args) -> dict:
     prompt = prompt_texts(tok, args.corpus, args.prompt_lengths[0], 1)
-    runs = {"on": (model, tok, prompt, args.cache_new_tokens, True), "off": (model, tok, prompt, args.cache_new_tokens, False)}
+    runs = {
+        "on": (model, tok, prompt, args.cache_new_tokens, True),
+        "off": (model, tok, prompt, args.cache_new_tokens, False),
+    }
     best = measure(runs, {"on": args.repeats, "off": max(1, args.repeats // 2)})  # off is the slow one
-    return {"prompt_tokens": args.prompt_lengths[0], "new_tokens": args.cache_new_tokens,
-            "cache_on_seconds": best["on"], "cache_off_seconds": best["off"], "speedup": best["off"] / best["on"]}
+    return {
+        "prompt_tokens": args.prompt_lengths[0],
+        "new_tokens": args.cache_new_tokens,
+        "cache_on_seconds": best["on"],
+        "cache_off_seconds": best["off"],
+        "speedup": best["off"] / best["on"],
+    }
 
 
 def main(argv=None) -> dict:
@@ -141,18 +164,38 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tok = load_tokenizer(args.tokenizer)
-    longest = max(max(args.prompt_lengths) + args.new_tokens,
-                  args.prompt_lengths[0] + max(args.cache_new_tokens, args.batch_new_tokens))
-    model = build_model(ModelArguments(model_family=args.family, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                                       num_attention_heads=args.heads, max_position_embeddings=longest), tok)
+    longest = max(
+        max(args.prompt_lengths) + args.new_tokens,
+        args.prompt_lengths[0] + max(args.cache_new_tokens, args.batch_new_tokens),
+    )
+    model = build_model(
+        ModelArguments(
+            model_family=args.family,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            max_position_embeddings=longest,
+        ),
+        tok,
+    )
     model.to(args.device).eval()
     report = {
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "model": {"family": args.family, "hidden": args.hidden, "layers": args.layers,
-                  "parameters": count_parameters(model), "vocab": len(tok)},
-        "machine": {"device": args.device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
+        "model": {
+            "family": args.family,
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "parameters": count_parameters(model),
+            "vocab": len(tok),
+        },
+        "machine": {
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        },
         "by_prompt_length": bench_prompt_lengths(model, tok, args),
         "by_batch": bench_batches(model, tok, args),
         "kv_cache": bench_cache(model, tok, args),
@@ -161,7 +204,9 @@ def main(argv=None) -> dict:
     ratios = {"kv_cache_speedup_512": report["kv_cache"]["speedup"]}
     if 1 in batches and 8 in batches:
         ratios["batch8_over_batch1"] = batches[8] / batches[1]
-    report["ratios"] = {k: {"value": v, "target": TARGETS[k], "met": v >= TARGETS[k]} for k, v in ratios.items()}
+    report["ratios"] = {
+        k: {"value": v, "target": TARGETS[k], "met": v >= TARGETS[k]} for k, v in ratios.items()
+    }
     print_table(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -171,17 +216,25 @@ def main(argv=None) -> dict:
 
 def print_table(report: dict) -> None:
     m = report["model"]
-    print(f"\n{m['family']} {m['hidden']}x{m['layers']} ({m['parameters'] / 1e6:.1f}M params) on "
-          f"{report['machine']['device']}, {report['machine']['torch_threads']} threads")
+    print(
+        f"\n{m['family']} {m['hidden']}x{m['layers']} ({m['parameters'] / 1e6:.1f}M params) on "
+        f"{report['machine']['device']}, {report['machine']['torch_threads']} threads"
+    )
     print(f"\n{'prompt tokens':>13} {'prefill ms':>11} {'decode ms/token':>16} {'ms/token (all)':>15}")
     for r in report["by_prompt_length"]:
-        print(f"{r['prompt_tokens']:>13} {r['prefill_ms']:>11.1f} {r['decode_ms_per_token']:>16.2f} {r['ms_per_token']:>15.2f}")
+        print(
+            f"{r['prompt_tokens']:>13} {r['prefill_ms']:>11.1f} {r['decode_ms_per_token']:>16.2f} {r['ms_per_token']:>15.2f}"
+        )
     print(f"\n{'batch':>5} {'seconds':>8} {'tokens/s':>9} {'decode tokens/s':>16}")
     for r in report["by_batch"]:
-        print(f"{r['batch']:>5} {r['seconds']:>8.2f} {r['tokens_per_second']:>9.1f} {r['decode_tokens_per_second']:>16.1f}")
+        print(
+            f"{r['batch']:>5} {r['seconds']:>8.2f} {r['tokens_per_second']:>9.1f} {r['decode_tokens_per_second']:>16.1f}"
+        )
     c = report["kv_cache"]
-    print(f"\nKV cache, {c['new_tokens']} new tokens after {c['prompt_tokens']}: on {c['cache_on_seconds']:.2f} s, "
-          f"off {c['cache_off_seconds']:.2f} s, speedup {c['speedup']:.1f}x")
+    print(
+        f"\nKV cache, {c['new_tokens']} new tokens after {c['prompt_tokens']}: on {c['cache_on_seconds']:.2f} s, "
+        f"off {c['cache_off_seconds']:.2f} s, speedup {c['speedup']:.1f}x"
+    )
     for name, r in report["ratios"].items():
         print(f"{name}: {r['value']:.1f}x (target >= {r['target']:.0f}x) {'met' if r['met'] else 'NOT MET'}")
 

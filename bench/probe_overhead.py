@@ -48,22 +48,46 @@ class StepTimer(TrainerCallback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="training steps to time (the first 3 are warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="training steps to time (the first 3 are warm-up)"
+    )
     parser.add_argument("--intervals", type=int, nargs="+", default=[50, 150, 500, 1000])
     parser.add_argument("--out", default="runs/bench", help="where probe_overhead.json goes")
     args, recipe_argv = parser.parse_known_args()
     work = tempfile.mkdtemp(prefix="probe_bench_")
     model_args, data_args, train_args, probe_args = parse_config(
         [ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments],
-        [*recipe_argv, "--output_dir", work, "--max_steps", str(args.steps), "--save_strategy", "no",
-         "--eval_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1000"])
+        [
+            *recipe_argv,
+            "--output_dir",
+            work,
+            "--max_steps",
+            str(args.steps),
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--logging_steps",
+            "1000",
+        ],
+    )
     set_seed(train_args.seed)
     tokenizer = prepare_tokenizer(model_args, data_args, work)
     train, _ = build_pretrain_datasets(data_args, tokenizer, seed=train_args.seed)
     model = build_model(model_args, tokenizer)
     timer = StepTimer()
-    trainer = MiniLMTrainer(model=model, args=train_args, train_dataset=train, processing_class=tokenizer,
-                            data_collator=CausalLMCollator(pad_token_id=pad_id(tokenizer)), callbacks=[timer])
+    trainer = MiniLMTrainer(
+        model=model,
+        args=train_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=CausalLMCollator(pad_token_id=pad_id(tokenizer)),
+        callbacks=[timer],
+    )
     trainer.train()
     step = statistics.median(timer.seconds[3:] or timer.seconds)
 
@@ -79,15 +103,22 @@ def main() -> None:
     intervals = sorted({*args.intervals, train_args.save_steps}) if train_args.save_steps else args.intervals
     result = {
         "model_parameters": count_parameters(model),
-        "device": str(model.device), "threads": torch.get_num_threads(),
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
         "tokens_per_step": train_args.per_device_train_batch_size * data_args.block_size,
-        "step_seconds": step, "probe_seconds": probe, "questions": len(questions), "decodings": list(decodings),
-        "max_new_tokens": probe_args.probe_max_new_tokens, "batch_size": probe_args.probe_batch_size,
+        "step_seconds": step,
+        "probe_seconds": probe,
+        "questions": len(questions),
+        "decodings": list(decodings),
+        "max_new_tokens": probe_args.probe_max_new_tokens,
+        "batch_size": probe_args.probe_batch_size,
         "overhead": {k: probe / (k * step + probe) for k in intervals},
     }
-    print(f"step {step * 1000:.0f} ms (median of {len(timer.seconds)}), probe {probe:.2f} s "
-          f"({len(questions)} questions x {len(decodings)} decodings x {probe_args.probe_max_new_tokens} tokens, "
-          f"batch {probe_args.probe_batch_size})")
+    print(
+        f"step {step * 1000:.0f} ms (median of {len(timer.seconds)}), probe {probe:.2f} s "
+        f"({len(questions)} questions x {len(decodings)} decodings x {probe_args.probe_max_new_tokens} tokens, "
+        f"batch {probe_args.probe_batch_size})"
+    )
     print(f"{'save every':>12} | {'probe overhead':>14}")
     for k, v in result["overhead"].items():
         print(f"{k:>12} | {v:>13.1%}")

@@ -25,7 +25,16 @@ from pathlib import Path
 
 import httpx
 
-PROMPTS = ["王伟出生于", "李娜在上海", "Wei Wang was born", "Na Li works in", "中国的历史", "人工智能是", "The weather", "def add(a, b):"]
+PROMPTS = [
+    "王伟出生于",
+    "李娜在上海",
+    "Wei Wang was born",
+    "Na Li works in",
+    "中国的历史",
+    "人工智能是",
+    "The weather",
+    "def add(a, b):",
+]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,8 +44,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     parser.add_argument("--level-seconds", type=float, default=45.0, help="stop starting requests after this")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 1], help="server --max-batch-size values")
-    parser.add_argument("--stream", action="store_true", help="streamed requests; also reports time to first token")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[8, 1], help="server --max-batch-size values"
+    )
+    parser.add_argument(
+        "--stream", action="store_true", help="streamed requests; also reports time to first token"
+    )
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--output", default="runs/bench/serve_load.json")
     return parser
@@ -52,8 +65,16 @@ def build_tiny_model(out: Path) -> Path:
 
     tokenizer = train_bpe_tokenizer([p * 20 for p in PROMPTS] * 50, vocab_size=600)
     torch.manual_seed(0)
-    model = build_model(ModelArguments(model_family="qwen2", hidden_size=128, num_hidden_layers=4,
-                                       num_attention_heads=4, max_position_embeddings=1024), tokenizer)
+    model = build_model(
+        ModelArguments(
+            model_family="qwen2",
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=1024,
+        ),
+        tokenizer,
+    )
     with torch.no_grad():
         model.get_output_embeddings().weight[stop_token_ids(tokenizer)] = 0
     model.save_pretrained(out)
@@ -69,9 +90,23 @@ def free_port() -> int:
 
 def start_server(model_dir: Path, batch_size: int, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "mini_lm.cli", "serve", str(model_dir), "--port", str(port),
-           "--max-batch-size", str(batch_size), "--max-concurrent", "64", "--torch-threads", str(threads),
-           "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mini_lm.cli",
+        "serve",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--max-batch-size",
+        str(batch_size),
+        "--max-concurrent",
+        "64",
+        "--torch-threads",
+        str(threads),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     for _ in range(900):
@@ -127,9 +162,13 @@ async def run_level(url: str, concurrency: int, requests: int, args) -> dict:
     latencies = sorted(r["latency"] for r in done)
     firsts = sorted(r["first"] for r in done if r["first"] is not None)
     return {
-        "concurrency": concurrency, "requests": len(done), "seconds": wall,
-        "requests_per_s": len(done) / wall, "tokens_per_s": sum(r["tokens"] for r in done) / wall,
-        "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99),
+        "concurrency": concurrency,
+        "requests": len(done),
+        "seconds": wall,
+        "requests_per_s": len(done) / wall,
+        "tokens_per_s": sum(r["tokens"] for r in done) / wall,
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
         "ttft_p50_s": percentile(firsts, 50) if firsts else None,
     }
 
@@ -141,11 +180,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'batch':>5} {'clients':>7} {'reqs':>5} {'req/s':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'ttft p50':>8}")
+    print(
+        f"\n{'batch':>5} {'clients':>7} {'reqs':>5} {'req/s':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'ttft p50':>8}"
+    )
     for r in rows:
         ttft = f"{r['ttft_p50_s']:.3f}" if r["ttft_p50_s"] is not None else "-"
-        print(f"{r['max_batch_size']:>5} {r['concurrency']:>7} {r['requests']:>5} {r['requests_per_s']:>7.2f} "
-              f"{r['tokens_per_s']:>8.1f} {r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {ttft:>8}")
+        print(
+            f"{r['max_batch_size']:>5} {r['concurrency']:>7} {r['requests']:>5} {r['requests_per_s']:>7.2f} "
+            f"{r['tokens_per_s']:>8.1f} {r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {ttft:>8}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,11 +45,16 @@ DATA = Path(os.environ.get("MINI_LM_DATA", Path(__file__).resolve().parents[2] /
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DATA / "sft/sharegpt_zh_1k.jsonl"))
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer dir (default: minimind on CPU, the real Qwen2.5 tokenizer on GPU)")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer dir (default: minimind on CPU, the real Qwen2.5 tokenizer on GPU)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--max-length", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=8, help="conversations (padded) or rows (packed) per step")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="conversations (padded) or rows (packed) per step"
+    )
     parser.add_argument("--steps", type=int, default=4, help="measured steps per mode per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hidden-size", type=int, default=None, help="default: 128 on CPU, 512 on GPU")
@@ -62,16 +67,26 @@ def make_parser() -> argparse.ArgumentParser:
 
 def build(opts, device: str):
     gpu = device == "cuda"
-    tokenizer = load_tokenizer(opts.tokenizer or DATA / ("tokenizers/qwen2.5" if gpu else "tokenizers/minimind"))
+    tokenizer = load_tokenizer(
+        opts.tokenizer or DATA / ("tokenizers/qwen2.5" if gpu else "tokenizers/minimind")
+    )
     set_chat_template(tokenizer, None)
     chat = load_conversations([opts.data])
     encoded = encode_chats(chat, tokenizer, SFTDataArguments(max_length=opts.max_length))
-    convs = encoded.filter(lambda drop: not drop, input_columns="drop").select_columns(["input_ids", "labels"])
+    convs = encoded.filter(lambda drop: not drop, input_columns="drop").select_columns(
+        ["input_ids", "labels"]
+    )
     hidden = opts.hidden_size or (512 if gpu else 128)
-    args = ModelArguments(model_family="qwen2", hidden_size=hidden, num_hidden_layers=opts.layers,
-                          num_attention_heads=hidden // 64 if gpu else 4, num_key_value_heads=2,
-                          intermediate_size=3 * hidden, max_position_embeddings=opts.max_length,
-                          attn_implementation=opts.attn)
+    args = ModelArguments(
+        model_family="qwen2",
+        hidden_size=hidden,
+        num_hidden_layers=opts.layers,
+        num_attention_heads=hidden // 64 if gpu else 4,
+        num_key_value_heads=2,
+        intermediate_size=3 * hidden,
+        max_position_embeddings=opts.max_length,
+        attn_implementation=opts.attn,
+    )
     model = build_model(args, tokenizer).to(device)
     return tokenizer, convs, model
 
@@ -82,7 +97,7 @@ def batches(features: list[dict], size: int, seed: int):
     while True:
         order = torch.randperm(len(features), generator=generator).tolist()
         for i in range(0, len(order) - size + 1, size):
-            yield [features[j] for j in order[i: i + size]]
+            yield [features[j] for j in order[i : i + size]]
 
 
 def run_steps(model, optimizer, collator, stream, steps: int, device: str) -> tuple[int, int, float]:
@@ -111,31 +126,54 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(opts.seed)
     tokenizer, convs, model = build(opts, device)
     rows = pack_conversations(convs, opts.max_length)
-    collators = {"padded": SFTCollator(tokenizer.pad_token_id), "packed": make_sft_collator(model, tokenizer, True)}
+    collators = {
+        "padded": SFTCollator(tokenizer.pad_token_id),
+        "packed": make_sft_collator(model, tokenizer, True),
+    }
     check_packed_attention(model, collators["packed"], torch.bfloat16 if device == "cuda" else None)
-    streams = {"padded": batches(list(convs), opts.batch_size, opts.seed),
-               "packed": batches(list(rows), opts.batch_size, opts.seed)}
+    streams = {
+        "padded": batches(list(convs), opts.batch_size, opts.seed),
+        "packed": batches(list(rows), opts.batch_size, opts.seed),
+    }
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     totals = {mode: [0, 0, 0.0] for mode in streams}
     for mode in streams:  # warm-up step each, not counted
         run_steps(model, optimizer, collators[mode], streams[mode], 1, device)
     for _ in range(opts.rounds):
         for mode in streams:
-            for i, value in enumerate(run_steps(model, optimizer, collators[mode], streams[mode], opts.steps, device)):
+            for i, value in enumerate(
+                run_steps(model, optimizer, collators[mode], streams[mode], opts.steps, device)
+            ):
                 totals[mode][i] += value
-    results = {mode: {"real_tokens": real, "computed_tokens": computed, "seconds": round(seconds, 3),
-                      "real_tokens_per_second": round(real / seconds, 1),
-                      "real_token_fraction": round(real / computed, 4)}
-               for mode, (real, computed, seconds) in totals.items()}
+    results = {
+        mode: {
+            "real_tokens": real,
+            "computed_tokens": computed,
+            "seconds": round(seconds, 3),
+            "real_tokens_per_second": round(real / seconds, 1),
+            "real_token_fraction": round(real / computed, 4),
+        }
+        for mode, (real, computed, seconds) in totals.items()
+    }
     ratio = results["packed"]["real_tokens_per_second"] / results["padded"]["real_tokens_per_second"]
     report = {
-        "benchmark": "sft_packing", "data": opts.data, "device": device,
+        "benchmark": "sft_packing",
+        "data": opts.data,
+        "device": device,
         "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-        "attn_implementation": model.config._attn_implementation, "packed_collator": type(collators["packed"]).__name__,
-        "conversations": len(convs), "packed_rows": len(rows), "max_length": opts.max_length,
-        "batch_size": opts.batch_size, "steps_per_mode": opts.steps * opts.rounds, "rounds": opts.rounds,
-        "params_m": round(count_parameters(model) / 1e6, 2), "torch": torch.__version__,
-        "transformers": transformers.__version__, "results": results, "packed_over_padded": round(ratio, 3),
+        "attn_implementation": model.config._attn_implementation,
+        "packed_collator": type(collators["packed"]).__name__,
+        "conversations": len(convs),
+        "packed_rows": len(rows),
+        "max_length": opts.max_length,
+        "batch_size": opts.batch_size,
+        "steps_per_mode": opts.steps * opts.rounds,
+        "rounds": opts.rounds,
+        "params_m": round(count_parameters(model) / 1e6, 2),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "results": results,
+        "packed_over_padded": round(ratio, 3),
     }
     print(format_table(report))
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
@@ -144,13 +182,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"SFT packing on {Path(report['data']).name}: {report['conversations']} conversations, "
-             f"max_length {report['max_length']}, batch {report['batch_size']}, {report['device']} "
-             f"({report['attn_implementation']}, {report['params_m']}M params)",
-             f"{'mode':<8}{'real tok/s':>12}{'real/computed':>15}{'real tokens':>13}{'seconds':>10}"]
+    lines = [
+        f"SFT packing on {Path(report['data']).name}: {report['conversations']} conversations, "
+        f"max_length {report['max_length']}, batch {report['batch_size']}, {report['device']} "
+        f"({report['attn_implementation']}, {report['params_m']}M params)",
+        f"{'mode':<8}{'real tok/s':>12}{'real/computed':>15}{'real tokens':>13}{'seconds':>10}",
+    ]
     for mode, r in report["results"].items():
-        lines.append(f"{mode:<8}{r['real_tokens_per_second']:>12,.0f}{r['real_token_fraction']:>15.1%}"
-                     f"{r['real_tokens']:>13,}{r['seconds']:>10.1f}")
+        lines.append(
+            f"{mode:<8}{r['real_tokens_per_second']:>12,.0f}{r['real_token_fraction']:>15.1%}"
+            f"{r['real_tokens']:>13,}{r['seconds']:>10.1f}"
+        )
     lines.append(f"packed / padded real tokens/s: {report['packed_over_padded']:.2f}x")
     return "\n".join(lines)
 

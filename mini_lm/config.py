@@ -42,13 +42,17 @@ class ModelArguments:
     )
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Pretrained model dir (or hub id). When set, weights are loaded and the "
-                  "size fields below are ignored."},
+        metadata={
+            "help": "Pretrained model dir (or hub id). When set, weights are loaded and the "
+            "size fields below are ignored."
+        },
     )
     tokenizer_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Tokenizer dir (or hub id). Defaults to model_name_or_path; for random init "
-                  "it is required unless the data config trains one."},
+        metadata={
+            "help": "Tokenizer dir (or hub id). Defaults to model_name_or_path; for random init "
+            "it is required unless the data config trains one."
+        },
     )
     # --- size, for random init (family-neutral names, mapped to each HF config) ---
     hidden_size: int = field(default=256, metadata={"help": "Width d_model."})
@@ -66,17 +70,24 @@ class ModelArguments:
     initializer_range: float = field(default=0.02, metadata={"help": "Std of the normal init."})
     vocab_pad_multiple: int = field(
         default=64,
-        metadata={"help": "Round the embedding rows up to a multiple of this (tensor-core friendly). "
-                  "1 keeps exactly len(tokenizer)."},
+        metadata={
+            "help": "Round the embedding rows up to a multiple of this (tensor-core friendly). "
+            "1 keeps exactly len(tokenizer)."
+        },
     )
     # --- runtime ---
     attn_implementation: str = field(
         default="auto",
-        metadata={"help": "auto (flash_attention_2 when flash_attn is importable and CUDA is present, "
-                  "else sdpa) | flash_attention_2 | sdpa | eager."},
+        metadata={
+            "help": "auto (flash_attention_2 when flash_attn is importable and CUDA is present, "
+            "else sdpa) | flash_attention_2 | sdpa | eager."
+        },
     )
     dtype: str = field(
-        default="auto", metadata={"help": "Weights dtype when loading a pretrained model: auto | float32 | bfloat16 | float16."}
+        default="auto",
+        metadata={
+            "help": "Weights dtype when loading a pretrained model: auto | float32 | bfloat16 | float16."
+        },
     )
 
 
@@ -91,10 +102,14 @@ class PretrainDataArguments:
     validation_files: list[str] = field(
         default_factory=list, metadata={"help": "Held-out corpus. Default: validation_split of train_files."}
     )
-    text_field: str = field(default="text", metadata={"help": "Column holding the text in json/parquet/hub data."})
+    text_field: str = field(
+        default="text", metadata={"help": "Column holding the text in json/parquet/hub data."}
+    )
     text_sample_by: str = field(
         default="line",
-        metadata={"help": "How .txt files split into documents: line | paragraph (blank-line separated) | document."},
+        metadata={
+            "help": "How .txt files split into documents: line | paragraph (blank-line separated) | document."
+        },
     )
     hub_split: str = field(default="train", metadata={"help": "Split to read from hub dataset names."})
     block_size: int = field(default=512, metadata={"help": "Tokens per packed training row."})
@@ -102,23 +117,28 @@ class PretrainDataArguments:
         default=0.01, metadata={"help": "Fraction of documents held out for eval when no validation_files."}
     )
     max_eval_documents: int = field(
-        default=2000, metadata={"help": "Cap on held-out documents taken by validation_split (keeps eval fast)."}
+        default=2000,
+        metadata={"help": "Cap on held-out documents taken by validation_split (keeps eval fast)."},
     )
     max_train_documents: int | None = field(
         default=None, metadata={"help": "Use only the first N training documents (debugging)."}
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "Stream the corpus (larger than memory). Needs max_steps; eval takes the first "
-                  "max_eval_documents documents."},
+        metadata={
+            "help": "Stream the corpus (larger than memory). Needs max_steps; eval takes the first "
+            "max_eval_documents documents."
+        },
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for datasets.map tokenization."})
     min_document_chars: int = field(default=1, metadata={"help": "Skip (and count) shorter documents."})
     # --- optional tokenizer training as part of the recipe ---
     tokenizer_vocab_size: int | None = field(
         default=None,
-        metadata={"help": "Train a byte-level BPE of this size on train_files into "
-                  "<output_dir>/tokenizer when no tokenizer is given."},
+        metadata={
+            "help": "Train a byte-level BPE of this size on train_files into "
+            "<output_dir>/tokenizer when no tokenizer is given."
+        },
     )
 
 
@@ -127,12 +147,15 @@ class SFTDataArguments:
     """Chat files -> rendered with the chat template -> assistant-only labels -> padded or packed rows."""
 
     train_files: list[str] = field(
-        default_factory=list, metadata={"help": "SFT .json/.jsonl files, folders or globs (several are mixed)."}
+        default_factory=list,
+        metadata={"help": "SFT .json/.jsonl files, folders or globs (several are mixed)."},
     )
     data_formats: list[str] = field(
         default_factory=list,
-        metadata={"help": "auto | messages | sharegpt | alpaca: one for all train_files, or one per file. "
-                  "Default: detected from each file's first record."},
+        metadata={
+            "help": "auto | messages | sharegpt | alpaca: one for all train_files, or one per file. "
+            "Default: detected from each file's first record."
+        },
     )
     mix_weights: list[float] = field(
         default_factory=list,
@@ -140,7 +163,8 @@ class SFTDataArguments:
     )
     validation_files: list[str] = field(default_factory=list, metadata={"help": "Held-out SFT files."})
     validation_split: float = field(
-        default=0.0, metadata={"help": "Fraction of conversations held out for eval when no validation_files."}
+        default=0.0,
+        metadata={"help": "Fraction of conversations held out for eval when no validation_files."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N conversations after mixing (debugging)."}
@@ -150,26 +174,35 @@ class SFTDataArguments:
     )
     placeholders: dict | str | None = field(
         default=None,
-        metadata={"help": "Values for {{name}} placeholders in the data, e.g. {name: MiniLM, author: me} "
-                  "(JSON on the command line)."},
+        metadata={
+            "help": "Values for {{name}} placeholders in the data, e.g. {name: MiniLM, author: me} "
+            "(JSON on the command line)."
+        },
     )
     chat_template: str | None = field(
         default=None,
-        metadata={"help": "chatml | a .jinja file | a template string. Default: the tokenizer's own "
-                  "(an error if it has none). The chosen template is saved with the model."},
+        metadata={
+            "help": "chatml | a .jinja file | a template string. Default: the tokenizer's own "
+            "(an error if it has none). The chosen template is saved with the model."
+        },
     )
     max_length: int = field(
         default=1024,
-        metadata={"help": "Tokens per conversation. Longer ones keep their first whole exchanges; a sample "
-                  "left with no supervised token is dropped and counted."},
+        metadata={
+            "help": "Tokens per conversation. Longer ones keep their first whole exchanges; a sample "
+            "left with no supervised token is dropped and counted."
+        },
     )
     max_turns: int | None = field(
-        default=None, metadata={"help": "Keep only the first N user/assistant exchanges of each conversation."}
+        default=None,
+        metadata={"help": "Keep only the first N user/assistant exchanges of each conversation."},
     )
     packing: bool = field(
         default=False,
-        metadata={"help": "Padding-free: pack conversations into rows of max_length with position_ids "
-                  "restarting per conversation (attention never crosses them). Default: padded batches."},
+        metadata={
+            "help": "Padding-free: pack conversations into rows of max_length with position_ids "
+            "restarting per conversation (attention never crosses them). Default: padded batches."
+        },
     )
     skip_invalid: bool = field(
         default=False,
@@ -179,8 +212,10 @@ class SFTDataArguments:
     num_proc: int | None = field(default=None, metadata={"help": "Processes for datasets.map tokenization."})
     tokenizer_vocab_size: int | None = field(
         default=None,
-        metadata={"help": "Train a byte-level BPE of this size on the SFT conversations into "
-                  "<output_dir>/tokenizer when no tokenizer is given (SFT from scratch)."},
+        metadata={
+            "help": "Train a byte-level BPE of this size on the SFT conversations into "
+            "<output_dir>/tokenizer when no tokenizer is given (SFT from scratch)."
+        },
     )
 
     def __post_init__(self):
@@ -188,7 +223,9 @@ class SFTDataArguments:
             try:
                 self.placeholders = json.loads(self.placeholders)
             except json.JSONDecodeError as err:
-                raise ConfigError(f"placeholders must be a mapping (JSON on the command line): {err}") from err
+                raise ConfigError(
+                    f"placeholders must be a mapping (JSON on the command line): {err}"
+                ) from err
         self.placeholders = self.placeholders or {}
         if not isinstance(self.placeholders, dict):
             raise ConfigError(f"placeholders must be a mapping of name: value, got {self.placeholders!r}")
@@ -204,12 +241,16 @@ class LoraArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["all-linear"],
-        metadata={"help": "Module names to adapt (q_proj v_proj ...), or all-linear (every linear but the head)."},
+        metadata={
+            "help": "Module names to adapt (q_proj v_proj ...), or all-linear (every linear but the head)."
+        },
     )
     lora_modules_to_save: list[str] = field(
         default_factory=list,
-        metadata={"help": "Modules trained in full and saved with the adapter (e.g. embed_tokens lm_head "
-                  "when the chat template added tokens)."},
+        metadata={
+            "help": "Modules trained in full and saved with the adapter (e.g. embed_tokens lm_head "
+            "when the chat template added tokens)."
+        },
     )
 
 
@@ -219,16 +260,21 @@ class MLMArguments:
 
     max_len: int = field(
         default=15,
-        metadata={"help": "BERT input length: [CLS] + (max_len - 3) context tokens + [MASK] + [SEP] (seed 001: 15). "
-                  "The corpus is cut into windows of max_len - 2 tokens: the context and its next token."},
+        metadata={
+            "help": "BERT input length: [CLS] + (max_len - 3) context tokens + [MASK] + [SEP] (seed 001: 15). "
+            "The corpus is cut into windows of max_len - 2 tokens: the context and its next token."
+        },
     )
     min_context: int = field(
         default=1,
-        metadata={"help": "Shortest training context. Context lengths are drawn uniformly in "
-                  "[min_context, max_len - 3], so short prompts are in distribution at generation."},
+        metadata={
+            "help": "Shortest training context. Context lengths are drawn uniformly in "
+            "[min_context, max_len - 3], so short prompts are in distribution at generation."
+        },
     )
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Train on N windows drawn at random from the corpus (seed 001: 50,000)."}
+        default=None,
+        metadata={"help": "Train on N windows drawn at random from the corpus (seed 001: 50,000)."},
     )
 
 
@@ -237,14 +283,18 @@ class MiniLMTrainingArguments(TrainingArguments):
     """HF TrainingArguments with CPU-safe defaults and throughput/MFU logging."""
 
     include_num_input_tokens_seen: str = field(
-        default="non_padding", metadata={"help": "Token counting for tokens/s and MFU: no | all | non_padding."}
+        default="non_padding",
+        metadata={"help": "Token counting for tokens/s and MFU: no | all | non_padding."},
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Start fresh even if output_dir holds checkpoints of an earlier run."}
+        default=False,
+        metadata={"help": "Start fresh even if output_dir holds checkpoints of an earlier run."},
     )
     peak_tflops: float | None = field(
         default=None,
-        metadata={"help": "Per-device peak TFLOP/s for MFU. Default: looked up from the GPU name (bf16 dense)."},
+        metadata={
+            "help": "Per-device peak TFLOP/s for MFU. Default: looked up from the GPU name (bf16 dense)."
+        },
     )
 
     def __post_init__(self):
@@ -305,8 +355,11 @@ def check_global_batch(args: TrainingArguments, pinned: dict[str, tuple[int, str
     """
     pinned = pinned_batch_values(args) if pinned is None else pinned
     micro, accum, world = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
-    expected = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accum,
-                "train_batch_size": micro * accum * world}
+    expected = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": micro * accum * world,
+    }
     wrong = {key: (value, source) for key, (value, source) in pinned.items() if value != expected[key]}
     if wrong:
         sources = sorted({source for _, source in wrong.values()})
@@ -314,7 +367,7 @@ def check_global_batch(args: TrainingArguments, pinned: dict[str, tuple[int, str
             f"{' and '.join(sources)}: {', '.join(f'{k}={v}' for k, (v, _) in wrong.items())}, but the "
             f"training arguments give per_device_train_batch_size {micro} x gradient_accumulation_steps "
             f"{accum} x {world} processes = global batch {micro * accum * world}. Set {', '.join(wrong)} to "
-            "\"auto\" there (the Trainer fills it in), or change the training arguments or the number of processes."
+            '"auto" there (the Trainer fills it in), or change the training arguments or the number of processes.'
         )
 
 
@@ -325,8 +378,10 @@ class ProbeArguments:
     probe: bool = field(default=True, metadata={"help": "Probe every saved checkpoint (false: off)."})
     probe_questions: str | None = field(
         default=None,
-        metadata={"help": "Questions file (YAML / JSON / JSONL). Default: the built-in set "
-                  "(seed 000's raw prompts, seed 004's chat questions)."},
+        metadata={
+            "help": "Questions file (YAML / JSON / JSONL). Default: the built-in set "
+            "(seed 000's raw prompts, seed 004's chat questions)."
+        },
     )
     probe_decoding: list[str] = field(
         default_factory=lambda: ["greedy", "sampled"], metadata={"help": "Decodings to run: greedy, sampled."}
@@ -342,8 +397,10 @@ class ProbeArguments:
     probe_batch_size: int = field(default=32, metadata={"help": "Prompts generated together (KV cache)."})
     probe_wait_minutes: float = field(
         default=120.0,
-        metadata={"help": "How long the other ranks wait for rank 0 to finish a probe before failing "
-                  "(their own process group, so NCCL/gloo timeouts of training do not apply)."},
+        metadata={
+            "help": "How long the other ranks wait for rank 0 to finish a probe before failing "
+            "(their own process group, so NCCL/gloo timeouts of training do not apply)."
+        },
     )
 
 
@@ -365,6 +422,7 @@ def expand_env(value: Any) -> Any:
     '../data/zh'
     """
     if isinstance(value, str):
+
         def sub(m: re.Match) -> str:
             if m.group(1) in os.environ:
                 return os.environ[m.group(1)]
@@ -438,46 +496,63 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     return tuple(parsed)
 
 
-def check_pretrain_config(model: ModelArguments, data: PretrainDataArguments, train: TrainingArguments) -> None:
+def check_pretrain_config(
+    model: ModelArguments, data: PretrainDataArguments, train: TrainingArguments
+) -> None:
     """Cross-field checks that would otherwise fail deep inside a run (or not at all)."""
     if not model.model_name_or_path and data.block_size > model.max_position_embeddings:
-        raise ConfigError(f"block_size={data.block_size} exceeds max_position_embeddings="
-                          f"{model.max_position_embeddings}")
+        raise ConfigError(
+            f"block_size={data.block_size} exceeds max_position_embeddings={model.max_position_embeddings}"
+        )
     if data.streaming and train.max_steps <= 0:
         raise ConfigError("streaming: true needs max_steps (a stream has no length to derive epochs from)")
     if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
-        raise ConfigError(f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
-                          "or validation_files")
+        raise ConfigError(
+            f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
+            "or validation_files"
+        )
 
 
 def check_sft_config(model: ModelArguments, data: SFTDataArguments, train: TrainingArguments) -> None:
     """Cross-field checks for SFT that would otherwise fail deep inside a run."""
     if not model.model_name_or_path and data.max_length > model.max_position_embeddings:
-        raise ConfigError(f"max_length={data.max_length} exceeds max_position_embeddings="
-                          f"{model.max_position_embeddings}")
+        raise ConfigError(
+            f"max_length={data.max_length} exceeds max_position_embeddings={model.max_position_embeddings}"
+        )
     if data.max_length < 8:
         raise ConfigError(f"max_length={data.max_length} is too short to hold a prompt and an answer")
     if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
-        raise ConfigError(f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
-                          "or validation_files")
+        raise ConfigError(
+            f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
+            "or validation_files"
+        )
 
 
-def check_mlm_config(model: ModelArguments, data: PretrainDataArguments, mlm: MLMArguments,
-                     train: TrainingArguments) -> None:
+def check_mlm_config(
+    model: ModelArguments, data: PretrainDataArguments, mlm: MLMArguments, train: TrainingArguments
+) -> None:
     """The BERT adapter's window must fit its positions; block_size is max_len's business."""
     if model.model_family != "bert":
-        raise ConfigError(f"recipes/mlm.py trains the BERT adapter: set model_family: bert (got '{model.model_family}')")
+        raise ConfigError(
+            f"recipes/mlm.py trains the BERT adapter: set model_family: bert (got '{model.model_family}')"
+        )
     context = mlm.max_len - 3
     if context < 1:
-        raise ConfigError(f"max_len={mlm.max_len} leaves no context: it counts [CLS], [MASK] and [SEP], so use >= 4")
+        raise ConfigError(
+            f"max_len={mlm.max_len} leaves no context: it counts [CLS], [MASK] and [SEP], so use >= 4"
+        )
     if not 1 <= mlm.min_context <= context:
         raise ConfigError(f"min_context={mlm.min_context} must be in [1, max_len - 3 = {context}]")
     if not model.model_name_or_path and mlm.max_len > model.max_position_embeddings:
-        raise ConfigError(f"max_len={mlm.max_len} exceeds max_position_embeddings={model.max_position_embeddings}")
+        raise ConfigError(
+            f"max_len={mlm.max_len} exceeds max_position_embeddings={model.max_position_embeddings}"
+        )
     default_block = PretrainDataArguments.__dataclass_fields__["block_size"].default
     if data.block_size not in (default_block, context + 1):
-        raise ConfigError(f"block_size={data.block_size}: recipes/mlm.py cuts windows of max_len - 2 = {context + 1} "
-                          "tokens; set max_len instead of block_size")
+        raise ConfigError(
+            f"block_size={data.block_size}: recipes/mlm.py cuts windows of max_len - 2 = {context + 1} "
+            "tokens; set max_len instead of block_size"
+        )
     if mlm.max_train_samples is not None and mlm.max_train_samples < 1:
         raise ConfigError(f"max_train_samples={mlm.max_train_samples} must be >= 1")
     check_pretrain_config(model, dataclasses.replace(data, block_size=context + 1), train)

@@ -32,9 +32,15 @@ class GenerationSettings:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = 0
-    stop_token_ids: list[int] | None = field(default=None, metadata={"help": "Default: eos, <|endoftext|>, <|im_end|>."})
-    min_new_tokens: int = field(default=0, metadata={"help": "Ignore stop tokens before this many (benchmarks)."})
-    use_cache: bool = field(default=True, metadata={"help": "KV cache for causal LMs (off only to measure it)."})
+    stop_token_ids: list[int] | None = field(
+        default=None, metadata={"help": "Default: eos, <|endoftext|>, <|im_end|>."}
+    )
+    min_new_tokens: int = field(
+        default=0, metadata={"help": "Ignore stop tokens before this many (benchmarks)."}
+    )
+    use_cache: bool = field(
+        default=True, metadata={"help": "KV cache for causal LMs (off only to measure it)."}
+    )
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -48,8 +54,10 @@ class GenerationSettings:
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
-                             f"got {self.min_new_tokens}")
+            raise ValueError(
+                f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                f"got {self.min_new_tokens}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,23 +118,35 @@ def _stops_and_pad(tokenizer, settings: GenerationSettings) -> tuple[list[int], 
 
 def _generate_kwargs(settings: GenerationSettings, stops: list[int], pad: int) -> dict:
     """GenerationSettings -> keyword arguments of HF ``model.generate``."""
-    sampling = dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p) \
-        if settings.do_sample else {}
-    return dict(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-                do_sample=settings.do_sample, repetition_penalty=settings.repetition_penalty,
-                eos_token_id=stops or None, pad_token_id=pad, use_cache=settings.use_cache, **sampling)
+    sampling = (
+        dict(temperature=settings.temperature, top_k=settings.top_k or None, top_p=settings.top_p)
+        if settings.do_sample
+        else {}
+    )
+    return dict(
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens or None,
+        do_sample=settings.do_sample,
+        repetition_penalty=settings.repetition_penalty,
+        eos_token_id=stops or None,
+        pad_token_id=pad,
+        use_cache=settings.use_cache,
+        **sampling,
+    )
 
 
 def _encode(tokenizer, prompts: list[str], device) -> dict:
     """Ids and attention mask, padded on the tokenizer's side (token_type_ids, which some add, unused)."""
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
-                    return_token_type_ids=False)
+    enc = tokenizer(
+        prompts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+    )
     return {k: v.to(device) for k, v in enc.items()}
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
-             batch_size: int = 8) -> list[GenerationResult]:
+def generate(
+    model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None, batch_size: int = 8
+) -> list[GenerationResult]:
     """Continue each prompt. Same prompts + settings + batch_size -> same outputs."""
     settings = settings or GenerationSettings()
     stops, pad = _stops_and_pad(tokenizer, settings)
@@ -151,7 +171,7 @@ def _generate_batch(model, tokenizer, prompts, settings, stops, pad) -> list[Gen
     began = time.perf_counter()
     out = model.generate(**enc, **_generate_kwargs(settings, stops, pad))  # (B, T_prompt + T_new)
     seconds = time.perf_counter() - began
-    new_rows = out[:, enc["input_ids"].shape[1]:].tolist()
+    new_rows = out[:, enc["input_ids"].shape[1] :].tolist()
     return [_to_result(tokenizer, prompt, row, stops, seconds) for prompt, row in zip(prompts, new_rows)]
 
 
@@ -159,12 +179,22 @@ def _to_result(tokenizer, prompt: str, row: list[int], stops: list[int], seconds
     """New ids of one row -> result cut after the first stop id (padding after it dropped)."""
     cut = next((i + 1 for i, tok in enumerate(row) if tok in stops), None)
     new = row[:cut] if cut else row
-    return GenerationResult(prompt=prompt, text=tokenizer.decode(new, skip_special_tokens=True),
-                            token_ids=new, stopped=cut is not None, seconds=seconds)
+    return GenerationResult(
+        prompt=prompt,
+        text=tokenizer.decode(new, skip_special_tokens=True),
+        token_ids=new,
+        stopped=cut is not None,
+        seconds=seconds,
+    )
 
 
-def stream(model, tokenizer, prompt: str, settings: GenerationSettings | None = None,
-           cancel: threading.Event | None = None) -> Generator[str, None, GenerationResult]:
+def stream(
+    model,
+    tokenizer,
+    prompt: str,
+    settings: GenerationSettings | None = None,
+    cancel: threading.Event | None = None,
+) -> Generator[str, None, GenerationResult]:
     """Yield the continuation of one prompt as text pieces while it is generated (for chat / SSE).
 
     Runs ``generate`` in a worker thread feeding a ``TextIteratorStreamer``; the pieces joined
@@ -201,7 +231,9 @@ def _cancel_criteria(cancel: threading.Event):
 
     class Cancelled(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+            return torch.full(
+                (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+            )
 
     return StoppingCriteriaList([Cancelled()])
 
@@ -217,9 +249,10 @@ def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer, canc
     model.eval()
     began = time.perf_counter()
     try:
-        out = model.generate(**enc, **_generate_kwargs(settings, stops, pad), streamer=streamer,
-                             stopping_criteria=criteria)  # (1, T_prompt + T_new)
+        out = model.generate(
+            **enc, **_generate_kwargs(settings, stops, pad), streamer=streamer, stopping_criteria=criteria
+        )  # (1, T_prompt + T_new)
     finally:
         model.train(was_training)
-    row = out[0, enc["input_ids"].shape[1]:].tolist()
+    row = out[0, enc["input_ids"].shape[1] :].tolist()
     return _to_result(tokenizer, prompt, row, stops, time.perf_counter() - began)

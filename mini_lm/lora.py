@@ -1,7 +1,7 @@
 """LoRA through peft: wrap a model for training, and merge a saved adapter into a plain HF model.
 
-    model = apply_lora(model, LoraArguments(use_peft=True, lora_r=8))     # train adapters only
-    merge_adapter("runs/sft_lora", "runs/sft_lora_merged")               # mini-lm export --merge
+model = apply_lora(model, LoraArguments(use_peft=True, lora_r=8))     # train adapters only
+merge_adapter("runs/sft_lora", "runs/sft_lora_merged")               # mini-lm export --merge
 """
 
 from __future__ import annotations
@@ -25,14 +25,24 @@ def apply_lora(model, args: LoraArguments):
 
     targets = args.lora_target_modules
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        task_type=TaskType.CAUSAL_LM,
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         modules_to_save=args.lora_modules_to_save or None,
     )
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    logger.info("LoRA r=%d alpha=%d on %s: %.2fM of %.2fM parameters train (%.2f%%)", args.lora_r,
-                args.lora_alpha, targets, trainable / 1e6, total / 1e6, 100 * trainable / total)
+    logger.info(
+        "LoRA r=%d alpha=%d on %s: %.2fM of %.2fM parameters train (%.2f%%)",
+        args.lora_r,
+        args.lora_alpha,
+        targets,
+        trainable / 1e6,
+        total / 1e6,
+        100 * trainable / total,
+    )
     return model
 
 
@@ -49,8 +59,9 @@ def adapter_base(adapter_dir: str | Path) -> str:
     return base
 
 
-def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, base: str | None = None,
-                  dtype: str = "auto") -> Path:
+def merge_adapter(
+    adapter_dir: str | Path, output_dir: str | Path, base: str | None = None, dtype: str = "auto"
+) -> Path:
     """Base + LoRA adapter -> merged weights saved as a plain HF checkpoint (with the adapter's
     tokenizer and chat template), loadable by ``AutoModelForCausalLM.from_pretrained`` alone."""
     from peft import PeftModel
@@ -63,7 +74,9 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, base: str | N
         raise ValueError(f"{adapter_dir} holds no {ADAPTER_CONFIG}: not a LoRA adapter dir")
     base = base or adapter_base(adapter_dir)
     if not Path(base).exists():
-        raise FileNotFoundError(f"base model {base} (from {adapter_dir}/{ADAPTER_CONFIG}) not found: pass --base")
+        raise FileNotFoundError(
+            f"base model {base} (from {adapter_dir}/{ADAPTER_CONFIG}) not found: pass --base"
+        )
     tokenizer = load_tokenizer(adapter_dir)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()

@@ -108,7 +108,9 @@ def answer_metrics(text: str, stopped: bool, n_tokens: int, max_new_tokens: int)
     loop_repeats = loop_units // loop_period if loop_period else 0
     loop_fraction = loop_units / len(units) if units else 0.0
     rep4 = repeated_ngram_rate(units, 4)
-    looping = loop_units >= LOOP_MIN_UNITS and (loop_repeats >= LOOP_MIN_REPEATS or loop_fraction >= LOOP_MIN_FRACTION)
+    looping = loop_units >= LOOP_MIN_UNITS and (
+        loop_repeats >= LOOP_MIN_REPEATS or loop_fraction >= LOOP_MIN_FRACTION
+    )
     return {
         "length_tokens": n_tokens,
         "length_units": len(units),

@@ -60,6 +60,7 @@ class ProbeQuestion:
 
 # --------------------------------------------------------------------------- questions
 
+
 def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]:
     """Questions from a YAML / JSON / JSONL file (None: the built-in seed-000 / seed-004 set)."""
     path = Path(path) if path else DEFAULT_QUESTIONS
@@ -85,8 +86,10 @@ def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]
     for question, at in zip(questions, where):
         key = f"{question.mode}:{question.id}"
         if key in seen:
-            raise ProbeConfigError(f"{at}: duplicate question id {question.id!r} (first at {seen[key]}); "
-                                   "give each question a distinct 'id'")
+            raise ProbeConfigError(
+                f"{at}: duplicate question id {question.id!r} (first at {seen[key]}); "
+                "give each question a distinct 'id'"
+            )
         seen[key] = at
     return questions
 
@@ -105,8 +108,20 @@ def _parse_yaml(text: str, path: Path):
         raise ProbeConfigError(f"{path}: not valid YAML: {err}") from err
 
 
-_KNOWN_FIELDS = {"id", "prompt", "question", "messages", "expected", "keywords", "group", "split",
-                 "person_id", "lang", "attribute", "mode"}
+_KNOWN_FIELDS = {
+    "id",
+    "prompt",
+    "question",
+    "messages",
+    "expected",
+    "keywords",
+    "group",
+    "split",
+    "person_id",
+    "lang",
+    "attribute",
+    "mode",
+}
 
 
 def _parse_question(record, where: str) -> ProbeQuestion:
@@ -119,22 +134,33 @@ def _parse_question(record, where: str) -> ProbeQuestion:
         raise ProbeConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(_KNOWN_FIELDS)}")
     given = [k for k in ("prompt", "question", "messages") if k in record]
     if len(given) != 1:
-        raise ProbeConfigError(f"{where}: needs exactly one of 'prompt' (raw continuation), 'question' or "
-                               f"'messages' (chat), got {given or 'none'}")
+        raise ProbeConfigError(
+            f"{where}: needs exactly one of 'prompt' (raw continuation), 'question' or "
+            f"'messages' (chat), got {given or 'none'}"
+        )
     if "prompt" in record:
         mode, messages, text = "raw", [], _string(record, "prompt", where)
     else:
-        messages = [{"role": "user", "content": _string(record, "question", where)}] if "question" in record \
+        messages = (
+            [{"role": "user", "content": _string(record, "question", where)}]
+            if "question" in record
             else _messages(record["messages"], where)
+        )
         mode, text = "chat", messages[-1]["content"]
     keywords = record.get("keywords")
-    if keywords is not None and (not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords)):
+    if keywords is not None and (
+        not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords)
+    ):
         raise ProbeConfigError(f"{where}: 'keywords' must be a list of strings")
     expected = record.get("expected")
     group = record.get("group", record.get("split"))
     return ProbeQuestion(
-        id=str(record.get("id", text)), mode=mode, text=text, messages=messages,
-        expected=None if expected is None else str(expected), keywords=keywords or None,
+        id=str(record.get("id", text)),
+        mode=mode,
+        text=text,
+        messages=messages,
+        expected=None if expected is None else str(expected),
+        keywords=keywords or None,
         group=None if group is None else str(group),
     )
 
@@ -150,7 +176,11 @@ def _messages(messages, where: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise ProbeConfigError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
             raise ProbeConfigError(f"{where}: messages[{i}] needs string 'role' and 'content'")
     if messages[-1]["role"] == "assistant":
         messages = messages[:-1]  # the reference answer: the model is to produce it
@@ -159,8 +189,9 @@ def _messages(messages, where: str) -> list[dict]:
     return messages
 
 
-def check_questions_fit(questions: list[ProbeQuestion], tokenizer, max_new_tokens: int,
-                        max_positions: int | None = None) -> None:
+def check_questions_fit(
+    questions: list[ProbeQuestion], tokenizer, max_new_tokens: int, max_positions: int | None = None
+) -> None:
     """Fail before training, not at the first save: chat questions need a chat template, and every
     prompt plus its answer must fit the model's positions (GPT-2's learned positions would crash)."""
     chat = [q for q in questions if q.mode == "chat"]
@@ -170,7 +201,9 @@ def check_questions_fit(questions: list[ProbeQuestion], tokenizer, max_new_token
             "chat template: use raw 'prompt' questions (probe_questions: FILE) or a tokenizer with a template"
         )
     if max_positions:
-        lengths = [len(tokenizer(q.render(tokenizer), add_special_tokens=False)["input_ids"]) for q in questions]
+        lengths = [
+            len(tokenizer(q.render(tokenizer), add_special_tokens=False)["input_ids"]) for q in questions
+        ]
         n, longest = max(zip(lengths, questions), key=lambda pair: pair[0])
         if n + max_new_tokens > max_positions:
             raise ProbeConfigError(
@@ -180,7 +213,9 @@ def check_questions_fit(questions: list[ProbeQuestion], tokenizer, max_new_token
             )
 
 
-def save_probe_config(run_dir: str | os.PathLike, questions: list[ProbeQuestion], args: ProbeArguments) -> None:
+def save_probe_config(
+    run_dir: str | os.PathLike, questions: list[ProbeQuestion], args: ProbeArguments
+) -> None:
     """Record what a run probes with, so ``mini-lm probe RUN_DIR`` asks the same by default."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     data = {"settings": asdict(args), "questions": [asdict(q) for q in questions]}
@@ -197,59 +232,117 @@ def load_probe_config(run_dir: str | os.PathLike) -> tuple[ProbeArguments, list[
 
 # --------------------------------------------------------------------------- decoding
 
+
 def decoding_settings(args: ProbeArguments) -> dict[str, GenerationSettings]:
     """Named decodings from ProbeArguments: greedy and/or sampled (seed 000's defaults)."""
-    common = dict(max_new_tokens=args.probe_max_new_tokens, repetition_penalty=args.probe_repetition_penalty,
-                  seed=args.probe_seed)
+    common = dict(
+        max_new_tokens=args.probe_max_new_tokens,
+        repetition_penalty=args.probe_repetition_penalty,
+        seed=args.probe_seed,
+    )
     known = {
         "greedy": lambda: GenerationSettings(do_sample=False, **common),
-        "sampled": lambda: GenerationSettings(do_sample=True, temperature=args.probe_temperature,
-                                              top_k=args.probe_top_k, top_p=args.probe_top_p, **common),
+        "sampled": lambda: GenerationSettings(
+            do_sample=True,
+            temperature=args.probe_temperature,
+            top_k=args.probe_top_k,
+            top_p=args.probe_top_p,
+            **common,
+        ),
     }
     unknown = [d for d in args.probe_decoding if d not in known]
     if unknown or not args.probe_decoding:
-        raise ProbeConfigError(f"probe_decoding: unknown {unknown or 'empty list'}; choose from {sorted(known)}")
+        raise ProbeConfigError(
+            f"probe_decoding: unknown {unknown or 'empty list'}; choose from {sorted(known)}"
+        )
     return {name: known[name]() for name in dict.fromkeys(args.probe_decoding)}
 
 
 # --------------------------------------------------------------------------- probing
 
-def probe_model(model, tokenizer, questions: list[ProbeQuestion], decodings: dict[str, GenerationSettings],
-                batch_size: int = 32) -> list[dict]:
+
+def probe_model(
+    model,
+    tokenizer,
+    questions: list[ProbeQuestion],
+    decodings: dict[str, GenerationSettings],
+    batch_size: int = 32,
+) -> list[dict]:
     """Every question under every decoding -> one record each, with the settings and metrics."""
     prompts = [q.render(tokenizer) for q in questions]
     records = []
     for name, settings in decodings.items():
         results = generate(model, tokenizer, prompts, settings, batch_size=batch_size)
         for question, result in zip(questions, results):
-            records.append(answer_record(question, name, settings, result.text, result.stopped,
-                                         len(result.token_ids)))
+            records.append(
+                answer_record(question, name, settings, result.text, result.stopped, len(result.token_ids))
+            )
     return records
 
 
-def probe_checkpoint(model, tokenizer, questions: list[ProbeQuestion], decodings: dict[str, GenerationSettings],
-                     step: int, log_history: list[dict], epoch: float | None = None, batch_size: int = 32) -> list[dict]:
+def probe_checkpoint(
+    model,
+    tokenizer,
+    questions: list[ProbeQuestion],
+    decodings: dict[str, GenerationSettings],
+    step: int,
+    log_history: list[dict],
+    epoch: float | None = None,
+    batch_size: int = 32,
+) -> list[dict]:
     """``probe_model`` records tagged with the checkpoint: step, epoch, train/eval loss at that step."""
-    context = {"step": step, "checkpoint": f"checkpoint-{step}", "epoch": epoch, **losses_at(log_history, step)}
+    context = {
+        "step": step,
+        "checkpoint": f"checkpoint-{step}",
+        "epoch": epoch,
+        **losses_at(log_history, step),
+    }
     return [{**context, **r} for r in probe_model(model, tokenizer, questions, decodings, batch_size)]
 
 
-def answer_record(question: ProbeQuestion, decoding: str, settings: GenerationSettings, answer: str,
-                  stopped: bool, n_tokens: int) -> dict:
+def answer_record(
+    question: ProbeQuestion,
+    decoding: str,
+    settings: GenerationSettings,
+    answer: str,
+    stopped: bool,
+    n_tokens: int,
+) -> dict:
     """One probe answer with its metrics (flat, so JSONL / tables / pandas read it directly)."""
-    metrics = answer_metrics(answer, stopped=stopped, n_tokens=n_tokens, max_new_tokens=settings.max_new_tokens)
+    metrics = answer_metrics(
+        answer, stopped=stopped, n_tokens=n_tokens, max_new_tokens=settings.max_new_tokens
+    )
     if question.expected is not None or question.keywords:
-        metrics.update({f"knowledge_{k}": v for k, v in
-                        knowledge_scores(answer, question.expected, question.keywords).items()})
+        metrics.update(
+            {
+                f"knowledge_{k}": v
+                for k, v in knowledge_scores(answer, question.expected, question.keywords).items()
+            }
+        )
     return {
-        "question_id": question.id, "mode": question.mode, "question": question.text, "group": question.group,
-        "expected": question.expected, "keywords": question.keywords,
-        "decoding": decoding, "settings": settings.to_dict(), "answer": answer, **metrics,
+        "question_id": question.id,
+        "mode": question.mode,
+        "question": question.text,
+        "group": question.group,
+        "expected": question.expected,
+        "keywords": question.keywords,
+        "decoding": decoding,
+        "settings": settings.to_dict(),
+        "answer": answer,
+        **metrics,
     }
 
 
-AGGREGATED = ["distinct_1", "distinct_2", "repeated_4gram_rate", "loop_fraction", "repetitive", "eos",
-              "hit_max_new_tokens", "length_tokens"]
+AGGREGATED = [
+    "distinct_1",
+    "distinct_2",
+    "repeated_4gram_rate",
+    "loop_fraction",
+    "repetitive",
+    "eos",
+    "hit_max_new_tokens",
+    "length_tokens",
+]
 KNOWLEDGE = ["knowledge_exact", "knowledge_contains", "knowledge_keyword_recall"]
 
 
@@ -287,8 +380,13 @@ def knowledge_breakdown(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def format_summary(step: int, summary: dict[str, float], n_questions: int, seconds: float | None = None,
-                   overhead: float | None = None) -> str:
+def format_summary(
+    step: int,
+    summary: dict[str, float],
+    n_questions: int,
+    seconds: float | None = None,
+    overhead: float | None = None,
+) -> str:
     """Console lines for one checkpoint: repetition and knowledge per decoding, time spent."""
     decodings = list(dict.fromkeys(k.split("/")[1] for k in summary if k.count("/") >= 2))
     head = f"probe checkpoint-{step}: {n_questions} questions x {len(decodings)} decodings"
@@ -298,13 +396,16 @@ def format_summary(step: int, summary: dict[str, float], n_questions: int, secon
         head += f" ({overhead:.1%} of this session's wall time)"
     lines = [head]
     for decoding in decodings:
+
         def get(key, d=decoding):
             return summary.get(f"probe/{d}/{key}") or 0.0
 
-        line = (f"  {decoding:>7}: distinct-2 {get('distinct_2'):.2f}  repeated-4gram {get('repeated_4gram_rate'):.2f}"
-                f"  repetitive {get('repetitive'):.0%}  EOS {get('eos'):.0%}  length {get('length_tokens'):.0f}")
+        line = (
+            f"  {decoding:>7}: distinct-2 {get('distinct_2'):.2f}  repeated-4gram {get('repeated_4gram_rate'):.2f}"
+            f"  repetitive {get('repetitive'):.0%}  EOS {get('eos'):.0%}  length {get('length_tokens'):.0f}"
+        )
         prefix = f"probe/{decoding}/knowledge_contains/"
-        labels = [k[len(prefix):] for k in summary if k.startswith(prefix)]
+        labels = [k[len(prefix) :] for k in summary if k.startswith(prefix)]
         parts = []
         for mode in [label for label in labels if "/" not in label]:
             groups = [label for label in labels if label.startswith(mode + "/")]
@@ -334,6 +435,7 @@ def losses_at(log_history: list[dict], step: int) -> dict[str, float | None]:
 
 
 # --------------------------------------------------------------------------- storage
+
 
 def record_key(record: dict) -> tuple:
     return record["step"], record["mode"], record["question_id"], record["decoding"]

@@ -52,13 +52,17 @@ class Point:
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """checkpoint-N dirs sorted by N."""
-    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    found = [
+        p for p in run_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)
+    ]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def load_log_history(run_dir: Path) -> list[dict]:
     """trainer_state.json's log history: the run's own, else the newest checkpoint's."""
-    candidates = [run_dir / "trainer_state.json"] + [c / "trainer_state.json" for c in reversed(checkpoints(run_dir))]
+    candidates = [run_dir / "trainer_state.json"] + [
+        c / "trainer_state.json" for c in reversed(checkpoints(run_dir))
+    ]
     for path in candidates:
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8")).get("log_history", [])
@@ -81,9 +85,13 @@ def load_stages(run_dirs: list[str | Path]) -> list[Stage]:
             raise FileNotFoundError(f"run dir not found: {run_dir}")
         records, history = load_probe_records(run_dir), load_log_history(run_dir)
         if not records and not history:
-            raise ValueError(f"{run_dir}: no probes.jsonl, checkpoint-*/probe.jsonl or trainer_state.json to report on")
+            raise ValueError(
+                f"{run_dir}: no probes.jsonl, checkpoint-*/probe.jsonl or trainer_state.json to report on"
+            )
         offset = stages[-1].offset + stages[-1].last_step if stages else 0
-        stages.append(Stage(run_dir.name, run_dir, offset, history, records, sorted({r["step"] for r in records})))
+        stages.append(
+            Stage(run_dir.name, run_dir, offset, history, records, sorted({r["step"] for r in records}))
+        )
     return stages
 
 
@@ -93,14 +101,22 @@ def write_report(run_dirs: str | Path | list[str | Path], out_dir: str | Path | 
     stages = load_stages([run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs))
     out = Path(out_dir) if out_dir else stages[-1].run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    points = [Point(stage, step, rows, summarize(rows)) for stage in stages for step in stage.steps
-              for rows in [[r for r in stage.records if r["step"] == step]]]
+    points = [
+        Point(stage, step, rows, summarize(rows))
+        for stage in stages
+        for step in stage.steps
+        for rows in [[r for r in stage.records if r["step"] == step]]
+    ]
     decodings = list(dict.fromkeys(r["decoding"] for stage in stages for r in stage.records))
-    plots = [name for name, made in (
-        ("loss.png", plot_loss(stages, out / "loss.png")),
-        ("repetition.png", plot_repetition(stages, points, decodings, out / "repetition.png")),
-        ("knowledge.png", plot_knowledge(stages, points, decodings, out / "knowledge.png")),
-    ) if made]
+    plots = [
+        name
+        for name, made in (
+            ("loss.png", plot_loss(stages, out / "loss.png")),
+            ("repetition.png", plot_repetition(stages, points, decodings, out / "repetition.png")),
+            ("knowledge.png", plot_knowledge(stages, points, decodings, out / "knowledge.png")),
+        )
+        if made
+    ]
     path = out / "report.md"
     path.write_text(render_markdown(stages, points, decodings, plots), encoding="utf-8")
     return path
@@ -108,9 +124,15 @@ def write_report(run_dirs: str | Path | list[str | Path], out_dir: str | Path | 
 
 # --------------------------------------------------------------------------- markdown
 
+
 def render_markdown(stages: list[Stage], points: list[Point], decodings: list[str], plots: list[str]) -> str:
     title = " → ".join(f"`{s.run_dir}`" for s in stages)
-    lines = [f"# Run report: {title}", "", f"Generated {datetime.now():%Y-%m-%d %H:%M} by `mini-lm report`.", ""]
+    lines = [
+        f"# Run report: {title}",
+        "",
+        f"Generated {datetime.now():%Y-%m-%d %H:%M} by `mini-lm report`.",
+        "",
+    ]
     for stage in stages:
         lines += _stage_facts(stage, len(stages) > 1)
     if plots:
@@ -118,9 +140,13 @@ def render_markdown(stages: list[Stage], points: list[Point], decodings: list[st
     if not points:
         return "\n".join(lines + ["No probe results yet (they are written at each checkpoint save).", ""])
     lines += ["## Maturity per checkpoint", "", *_metrics_table(points, decodings, len(stages) > 1), ""]
-    lines += ["## Answers per checkpoint", "",
-              "Each line: `[question] → answer`; ✓ / ✗ when an expected answer is known, "
-              "🔁 when the answer is repetitive, ✂ when it hit max_new_tokens without stopping.", ""]
+    lines += [
+        "## Answers per checkpoint",
+        "",
+        "Each line: `[question] → answer`; ✓ / ✗ when an expected answer is known, "
+        "🔁 when the answer is repetitive, ✂ when it hit max_new_tokens without stopping.",
+        "",
+    ]
     for point in points:
         lines += _timeline_entry(point, decodings, len(stages) > 1)
     return "\n".join(lines)
@@ -131,12 +157,16 @@ def _stage_facts(stage: Stage, named: bool) -> list[str]:
     info_path = stage.run_dir / "run_info.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        facts.append(f"world size {info.get('world_size')}, {info.get('precision')}, "
-                     f"{info.get('tokens_per_step') or '?'} tokens/step, global batch {info.get('global_batch_size')}")
+        facts.append(
+            f"world size {info.get('world_size')}, {info.get('precision')}, "
+            f"{info.get('tokens_per_step') or '?'} tokens/step, global batch {info.get('global_batch_size')}"
+        )
     losses = [h for h in stage.history if "loss" in h]
     if losses:
-        facts.append(f"train loss {losses[0]['loss']:.3f} (step {losses[0]['step']}) → "
-                     f"{losses[-1]['loss']:.3f} (step {losses[-1]['step']})")
+        facts.append(
+            f"train loss {losses[0]['loss']:.3f} (step {losses[0]['step']}) → "
+            f"{losses[-1]['loss']:.3f} (step {losses[-1]['step']})"
+        )
     seen: dict[str, dict] = {}
     for r in stage.records:
         seen.setdefault(r["decoding"], r["settings"])
@@ -148,14 +178,19 @@ def _stage_facts(stage: Stage, named: bool) -> list[str]:
     return head + [f"- {f}" for f in facts] + [""]
 
 
-_COLUMNS = [("distinct_2", "distinct-2", "{:.2f}"), ("repeated_4gram_rate", "rep. 4-gram", "{:.2f}"),
-            ("repetitive", "repetitive", "{:.0%}"), ("eos", "EOS", "{:.0%}"),
-            ("hit_max_new_tokens", "hit max", "{:.0%}"), ("length_tokens", "tokens", "{:.0f}"),
-            ("knowledge_contains", "knowledge", "{:.0%}")]
+_COLUMNS = [
+    ("distinct_2", "distinct-2", "{:.2f}"),
+    ("repeated_4gram_rate", "rep. 4-gram", "{:.2f}"),
+    ("repetitive", "repetitive", "{:.0%}"),
+    ("eos", "EOS", "{:.0%}"),
+    ("hit_max_new_tokens", "hit max", "{:.0%}"),
+    ("length_tokens", "tokens", "{:.0f}"),
+    ("knowledge_contains", "knowledge", "{:.0%}"),
+]
 
 
 def _knowledge_labels(points: list[Point], decoding: str | None = None) -> list[str]:
-    """"raw", "raw/sft", "chat/heldout"... in order of appearance."""
+    """ "raw", "raw/sft", "chat/heldout"... in order of appearance."""
     labels: dict[str, None] = {}
     for point in points:
         for key in point.summary:
@@ -173,12 +208,17 @@ def _metrics_table(points: list[Point], decodings: list[str], named: bool) -> li
     for point in points:
         first = point.records[0]
         for decoding in decodings:
+
             def cell(key, fmt, d=decoding, s=point.summary):
                 value = s.get(f"probe/{d}/{key}")
                 return "" if value is None else fmt.format(value)
 
             cells = ([point.stage.name] if named else []) + [
-                str(point.step), _num(first.get("train_loss")), _num(first.get("eval_loss")), decoding]
+                str(point.step),
+                _num(first.get("train_loss")),
+                _num(first.get("eval_loss")),
+                decoding,
+            ]
             cells += [cell(key, fmt) for key, _, fmt in _COLUMNS]
             cells += [cell(f"knowledge_contains/{label}", "{:.0%}") for label in labels]
             rows.append("| " + " | ".join(cells) + " |")
@@ -198,8 +238,11 @@ def _timeline_entry(point: Point, decodings: list[str], named: bool) -> list[str
             continue
         lines += [f"**{decoding}**", "```"]
         for r in rows:
-            marks = ({1.0: " ✓", 0.0: " ✗"}.get(r.get("knowledge_contains"), "") + (" 🔁" if r.get("repetitive") else "")
-                     + (" ✂" if r.get("hit_max_new_tokens") else ""))
+            marks = (
+                {1.0: " ✓", 0.0: " ✗"}.get(r.get("knowledge_contains"), "")
+                + (" 🔁" if r.get("repetitive") else "")
+                + (" ✂" if r.get("hit_max_new_tokens") else "")
+            )
             shown = r["question"] + r["answer"] if r["mode"] == "raw" else r["answer"]
             lines.append(f"[{r['question']}] → {_one_line(shown)}{marks}")
         lines += ["```", ""]
@@ -215,6 +258,7 @@ def _one_line(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- plots
+
 
 def _pyplot():
     import matplotlib
@@ -234,8 +278,13 @@ def _axes(plt, stages: list[Stage], ncols: int = 1, sharey: bool = False):
         ax.grid(alpha=0.3)
         for stage in stages[1:]:  # where each later stage starts on the shared step axis
             ax.axvline(stage.offset, color="black", linewidth=1)
-            ax.annotate(f" {stage.name} →", (stage.offset, 1), xycoords=("data", "axes fraction"), va="top",
-                        fontsize=8)
+            ax.annotate(
+                f" {stage.name} →",
+                (stage.offset, 1),
+                xycoords=("data", "axes fraction"),
+                va="top",
+                fontsize=8,
+            )
         ax.set_xlabel("step" if len(stages) == 1 else "step (" + " → ".join(s.name for s in stages) + ")")
     return fig, axes[0]
 
@@ -260,15 +309,24 @@ def plot_loss(stages: list[Stage], path: Path) -> bool:
         if evals:
             ax.plot(*zip(*evals), "o-", color="tab:orange", label="eval loss" if i == 0 else None)
         for j, step in enumerate(stage.steps):
-            ax.axvline(stage.offset + step, color="grey", linestyle=":", linewidth=1,
-                       label="probed checkpoint" if i == j == 0 else None)
+            ax.axvline(
+                stage.offset + step,
+                color="grey",
+                linestyle=":",
+                linewidth=1,
+                label="probed checkpoint" if i == j == 0 else None,
+            )
     ax.set(ylabel="loss", title="Loss")
     ax.legend()
     return _save(plt, fig, path)
 
 
-_REPETITION = [("distinct_2", "distinct-2"), ("repeated_4gram_rate", "repeated 4-gram rate"),
-               ("repetitive", "share repetitive"), ("hit_max_new_tokens", "share hitting max_new_tokens")]
+_REPETITION = [
+    ("distinct_2", "distinct-2"),
+    ("repeated_4gram_rate", "repeated 4-gram rate"),
+    ("repetitive", "share repetitive"),
+    ("hit_max_new_tokens", "share hitting max_new_tokens"),
+]
 
 
 def plot_repetition(stages: list[Stage], points: list[Point], decodings: list[str], path: Path) -> bool:
@@ -279,7 +337,9 @@ def plot_repetition(stages: list[Stage], points: list[Point], decodings: list[st
     for ax, decoding in zip(axes, decodings):
         for key, label in _REPETITION:
             values = [p.summary.get(f"probe/{decoding}/{key}") for p in points]
-            ax.plot([p.x for p in points], [float("nan") if v is None else v for v in values], "o-", label=label)
+            ax.plot(
+                [p.x for p in points], [float("nan") if v is None else v for v in values], "o-", label=label
+            )
         ax.set(title=f"Repetition ({decoding})", ylim=(-0.02, 1.02))
     axes[0].set_ylabel("rate")
     axes[-1].legend(loc="best", fontsize=8)
@@ -300,9 +360,18 @@ def plot_knowledge(stages: list[Stage], points: list[Point], decodings: list[str
         groups = [label for label in labels if label.startswith(mode + "/")] or [mode]
         for i, decoding in enumerate(decodings):
             for j, label in enumerate(groups):
-                values = [p.summary.get(f"probe/{decoding}/knowledge_contains/{label}", float("nan")) for p in points]
-                ax.plot([p.x for p in points], values, styles[j % len(styles)], marker="os^v"[i % 4],
-                        color=f"C{i}", label=f"{decoding} · {label.split('/', 1)[-1] if '/' in label else 'all'}")
+                values = [
+                    p.summary.get(f"probe/{decoding}/knowledge_contains/{label}", float("nan"))
+                    for p in points
+                ]
+                ax.plot(
+                    [p.x for p in points],
+                    values,
+                    styles[j % len(styles)],
+                    marker="os^v"[i % 4],
+                    color=f"C{i}",
+                    label=f"{decoding} · {label.split('/', 1)[-1] if '/' in label else 'all'}",
+                )
         ax.set(title=f"Knowledge ({mode} questions)", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8)
     axes[0].set_ylabel("share of answers containing the expected fact")

@@ -65,7 +65,9 @@ def device_peak_tflops() -> float | None:
 
 def matmul_parameters(model: torch.nn.Module) -> int:
     """Parameters used in matmuls: all but embedding tables, plus a tied LM head."""
-    embedding_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    embedding_ids = {
+        id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+    }
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) not in seen and id(p) not in embedding_ids:
@@ -122,7 +124,10 @@ class ThroughputMeter:
         if elapsed <= 0 or tokens <= 0:
             return {}
         tps = tokens / elapsed
-        out = {"tokens_per_second": round(tps, 1), "tokens_per_second_per_device": round(tps / self.n_devices, 1)}
+        out = {
+            "tokens_per_second": round(tps, 1),
+            "tokens_per_second_per_device": round(tps / self.n_devices, 1),
+        }
         if self.flops_per_token and self.peak_tflops:
             out["mfu"] = round(mfu(tps, self.flops_per_token, self.peak_tflops, self.n_devices), 4)
         return out

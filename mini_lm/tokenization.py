@@ -34,9 +34,7 @@ CHATML_TEMPLATE = (
 )
 
 # Qwen2's pre-tokenizer: English contractions, letter runs, single digits, punctuation, whitespace.
-PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 # Files a loadable HF tokenizer dir has: a fast tokenizer.json, or a slow vocabulary.
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
@@ -65,8 +63,10 @@ def train_bpe_tokenizer(
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise TokenizerError(f"vocab_size={vocab_size} is too small: byte-level BPE needs at least "
-                             f"{256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)")
+        raise TokenizerError(
+            f"vocab_size={vocab_size} is too small: byte-level BPE needs at least "
+            f"{256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)"
+        )
     # The Qwen2 pipeline (NFC, regex split with single digits, byte-level): AutoTokenizer rebuilds
     # exactly this pipeline for model dirs whose config says qwen2, so ids survive the round trip.
     tok = Tokenizer(models.BPE())
@@ -74,10 +74,13 @@ def train_bpe_tokenizer(
     # No merge can span two Han characters, so the Qwen2Tokenizer that AutoTokenizer builds
     # for qwen2 dirs (Qwen2 regex only) still produces exactly these ids.
     han = [pre_tokenizers.Split(Regex(r"\p{Han}"), behavior="isolated")] if split_han else []
-    tok.pre_tokenizer = pre_tokenizers.Sequence(han + [
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        han
+        + [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

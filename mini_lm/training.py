@@ -1,8 +1,8 @@
 """What every recipe does around ``Trainer.train()``: reporting setup, resume, save, eval.
 
-    trainer = MiniLMTrainer(model=model, args=args, train_dataset=train, eval_dataset=val,
-                            data_collator=collator, processing_class=tokenizer, seq_len=512)
-    run_training(trainer)
+trainer = MiniLMTrainer(model=model, args=args, train_dataset=train, eval_dataset=val,
+                        data_collator=collator, processing_class=tokenizer, seq_len=512)
+run_training(trainer)
 """
 
 from __future__ import annotations
@@ -46,18 +46,30 @@ class MiniLMTrainer(Trainer):
     def _write_run_info(self, model, inputs) -> dict:
         """Collective (every rank calls it at its first micro-batch); rank 0 logs and writes."""
         ids = inputs["input_ids"].detach()
-        fingerprint = torch.tensor([zlib.crc32(ids.cpu().numpy().tobytes())], dtype=torch.int64, device=ids.device)
+        fingerprint = torch.tensor(
+            [zlib.crc32(ids.cpu().numpy().tobytes())], dtype=torch.int64, device=ids.device
+        )
         fingerprints = self.accelerator.gather(fingerprint).tolist()
         args = self.args
         info = {
             "world_size": args.world_size,
-            "distributed_type": getattr(self.accelerator.distributed_type, "value", str(self.accelerator.distributed_type)),
+            "distributed_type": getattr(
+                self.accelerator.distributed_type, "value", str(self.accelerator.distributed_type)
+            ),
             "device": str(args.device),
             "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
-            "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-            "tokens_per_step": (args.per_device_train_batch_size * args.gradient_accumulation_steps
-                                * args.world_size * self.seq_len) if self.seq_len else None,
+            "global_batch_size": args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * args.world_size,
+            "tokens_per_step": (
+                args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * args.world_size
+                * self.seq_len
+            )
+            if self.seq_len
+            else None,
             "batch_fingerprints": fingerprints,
             "ranks_see_distinct_data": len(set(fingerprints)) == len(fingerprints),
         }
@@ -65,10 +77,15 @@ class MiniLMTrainer(Trainer):
             info["deepspeed_zero_stage"] = model.zero_optimization_stage()
             info["deepspeed_world_size"] = model.world_size
         if self.is_world_process_zero():
-            logger.info("run: %s", ", ".join(f"{k}={v}" for k, v in info.items() if k != "batch_fingerprints"))
+            logger.info(
+                "run: %s", ", ".join(f"{k}={v}" for k, v in info.items() if k != "batch_fingerprints")
+            )
             if not info["ranks_see_distinct_data"]:
-                logger.error("ranks received IDENTICAL first batches %s: data is not sharded across ranks "
-                             "(DeepSpeed on CPU needs use_cpu=True)", fingerprints)
+                logger.error(
+                    "ranks received IDENTICAL first batches %s: data is not sharded across ranks "
+                    "(DeepSpeed on CPU needs use_cpu=True)",
+                    fingerprints,
+                )
             os.makedirs(args.output_dir, exist_ok=True)
             Path(args.output_dir, "run_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         return info
@@ -120,7 +137,9 @@ def resolve_resume(args: TrainingArguments) -> str | None:
         return None
     if str(wanted).lower() in ("last", "true"):
         if last is None:
-            logger.info("resume_from_checkpoint=last but %s has no checkpoint: starting fresh", args.output_dir)
+            logger.info(
+                "resume_from_checkpoint=last but %s has no checkpoint: starting fresh", args.output_dir
+            )
         return last
     if not os.path.isdir(wanted):
         raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint dir at {wanted}")

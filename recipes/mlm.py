@@ -36,15 +36,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     vocab = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if not vocab:
-        raise ConfigError("no vocabulary: set tokenizer_name_or_path to a dir holding a BERT vocab.txt "
-                          "(or model_name_or_path to a pretrained BERT dir)")
+        raise ConfigError(
+            "no vocabulary: set tokenizer_name_or_path to a dir holding a BERT vocab.txt "
+            "(or model_name_or_path to a pretrained BERT dir)"
+        )
     tokenizer = bert_tokenizer(vocab)
     with training_args.main_process_first(desc="tokenize and cut windows"):
-        train_dataset, eval_dataset = build_next_token_datasets(data_args, mlm_args, tokenizer,
-                                                                seed=training_args.seed)
+        train_dataset, eval_dataset = build_next_token_datasets(
+            data_args, mlm_args, tokenizer, seed=training_args.seed
+        )
 
     model = build_model(model_args, tokenizer)
-    model.bind_tokenizer(tokenizer, context_window=mlm_args.max_len - 3)  # generation uses the training window
+    model.bind_tokenizer(
+        tokenizer, context_window=mlm_args.max_len - 3
+    )  # generation uses the training window
     trainer = MiniLMTrainer(
         model=model,
         args=training_args,

@@ -44,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--gpt2-lr", type=float, default=1e-3)
     p.add_argument("--bert-lrs", type=float, nargs="+", default=[1e-5, 1e-3])
-    p.add_argument("--heldout-chars", type=int, default=20000, help="the novel's last N characters are held out")
+    p.add_argument(
+        "--heldout-chars", type=int, default=20000, help="the novel's last N characters are held out"
+    )
     p.add_argument("--work", default="runs/compare_bert_gpt2")
     p.add_argument("--doc", default="docs/bert_vs_gpt2.md")
     p.add_argument("--json", default="docs/bert_vs_gpt2.json")
@@ -69,15 +71,55 @@ def train(name: str, recipe: str, extra: list[str], args, files) -> Path:
     train_file, heldout_file, tokenizer, _ = files
     out = Path(args.work) / name
     steps = args.rounds * args.steps_per_round
-    argv = [sys.executable, str(REPO / recipe), "--hidden_size", str(args.hidden), "--num_hidden_layers",
-            str(args.layers), "--num_attention_heads", str(args.heads), "--tokenizer_name_or_path", str(tokenizer),
-            "--train_files", str(train_file), "--validation_files", str(heldout_file), "--text_sample_by", "line",
-            "--per_device_train_batch_size", str(args.batch), "--per_device_eval_batch_size", "128",
-            "--max_steps", str(steps), "--lr_scheduler_type", "constant", "--logging_steps", str(args.steps_per_round),
-            "--eval_strategy", "steps", "--eval_steps", str(args.steps_per_round), "--save_strategy", "steps",
-            "--save_steps", str(args.steps_per_round), "--save_only_model", "true", "--report_to", "none",
-            "--disable_tqdm", "true", "--output_dir", str(out), "--overwrite_output_dir", "true", "--seed", "42",
-            *extra]
+    argv = [
+        sys.executable,
+        str(REPO / recipe),
+        "--hidden_size",
+        str(args.hidden),
+        "--num_hidden_layers",
+        str(args.layers),
+        "--num_attention_heads",
+        str(args.heads),
+        "--tokenizer_name_or_path",
+        str(tokenizer),
+        "--train_files",
+        str(train_file),
+        "--validation_files",
+        str(heldout_file),
+        "--text_sample_by",
+        "line",
+        "--per_device_train_batch_size",
+        str(args.batch),
+        "--per_device_eval_batch_size",
+        "128",
+        "--max_steps",
+        str(steps),
+        "--lr_scheduler_type",
+        "constant",
+        "--logging_steps",
+        str(args.steps_per_round),
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        str(args.steps_per_round),
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        str(args.steps_per_round),
+        "--save_only_model",
+        "true",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(out),
+        "--overwrite_output_dir",
+        "true",
+        "--seed",
+        "42",
+        *extra,
+    ]
     print(f"== {name}: {' '.join(argv[1:3])} ... ({steps} steps)", flush=True)
     with open(Path(args.work) / f"{name}.log", "w", encoding="utf-8") as log:
         subprocess.run(argv, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -106,26 +148,37 @@ def score(run: Path, files, windows: torch.Tensor) -> list[dict]:
         step = int(ckpt.name.split("-")[1])
         model, tok = load_for_generation(str(ckpt))
         samples = generate(model, tok, files[3], GenerationSettings(do_sample=False, max_new_tokens=20))
-        rows.append({
-            "step": step,
-            "train_loss": next(h["loss"] for h in history if h.get("step") == step and "loss" in h),
-            "eval_loss": next(h["eval_loss"] for h in history if h.get("step") == step and "eval_loss" in h),
-            "heldout_next_token_loss": next_token_loss(model, windows),
-            "samples": [s.prompt + s.text for s in samples],
-        })
+        rows.append(
+            {
+                "step": step,
+                "train_loss": next(h["loss"] for h in history if h.get("step") == step and "loss" in h),
+                "eval_loss": next(
+                    h["eval_loss"] for h in history if h.get("step") == step and "eval_loss" in h
+                ),
+                "heldout_next_token_loss": next_token_loss(model, windows),
+                "samples": [s.prompt + s.text for s in samples],
+            }
+        )
     return rows
 
 
 def render(args, results: dict[str, list[dict]]) -> str:
     names = list(results)
-    lines = [f"Command: `python scripts/compare_bert_gpt2.py` ({args.rounds} rounds x {args.steps_per_round} steps, "
-             f"batch {args.batch}, {args.hidden} wide x {args.layers} layers, lr constant, no warmup).", "",
-             "Held-out loss = loss of a character given the 12 before it, the same measure for every model "
-             "(train loss: each recipe's own average over the round).", "",
-             "| round (steps) | " + " | ".join(f"{n} train / held-out" for n in names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = [
+        f"Command: `python scripts/compare_bert_gpt2.py` ({args.rounds} rounds x {args.steps_per_round} steps, "
+        f"batch {args.batch}, {args.hidden} wide x {args.layers} layers, lr constant, no warmup).",
+        "",
+        "Held-out loss = loss of a character given the 12 before it, the same measure for every model "
+        "(train loss: each recipe's own average over the round).",
+        "",
+        "| round (steps) | " + " | ".join(f"{n} train / held-out" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for i, row in enumerate(results[names[0]]):
-        cells = [f"{results[n][i]['train_loss']:.3f} / {results[n][i]['heldout_next_token_loss']:.3f}" for n in names]
+        cells = [
+            f"{results[n][i]['train_loss']:.3f} / {results[n][i]['heldout_next_token_loss']:.3f}"
+            for n in names
+        ]
         lines.append(f"| {i + 1} ({row['step']}) | " + " | ".join(cells) + " |")
     lines += ["", "Greedy continuations (20 new tokens) after the first and the last round:", ""]
     for n in names:
@@ -138,29 +191,65 @@ def render(args, results: dict[str, list[dict]]) -> str:
 
 
 def write_doc(path: Path, block: str) -> None:
-    doc = path.read_text(encoding="utf-8") if path.exists() else f"# GPT-2 vs the BERT adapter\n\n{START}\n{END}\n"
+    doc = (
+        path.read_text(encoding="utf-8")
+        if path.exists()
+        else f"# GPT-2 vs the BERT adapter\n\n{START}\n{END}\n"
+    )
     if START not in doc or END not in doc:
         raise ValueError(f"{path}: needs the markers {START} and {END} around the results")
-    path.write_text(re.sub(f"{START}.*{END}", lambda _: f"{START}\n{block}\n{END}", doc, flags=re.S), encoding="utf-8")
+    path.write_text(
+        re.sub(f"{START}.*{END}", lambda _: f"{START}\n{block}\n{END}", doc, flags=re.S), encoding="utf-8"
+    )
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     files = prepare(args)
-    runs = {f"GPT-2 lr {args.gpt2_lr:g}": train("gpt2", "recipes/pretrain.py", [
-        "--model_family", "gpt2", "--block_size", "32", "--max_position_embeddings", "64",
-        "--learning_rate", str(args.gpt2_lr)], args, files)}
+    runs = {
+        f"GPT-2 lr {args.gpt2_lr:g}": train(
+            "gpt2",
+            "recipes/pretrain.py",
+            [
+                "--model_family",
+                "gpt2",
+                "--block_size",
+                "32",
+                "--max_position_embeddings",
+                "64",
+                "--learning_rate",
+                str(args.gpt2_lr),
+            ],
+            args,
+            files,
+        )
+    }
     for lr in args.bert_lrs:
-        runs[f"BERT lr {lr:g}"] = train(f"bert_lr{lr:g}", "recipes/mlm.py", [
-            "--model_family", "bert", "--max_len", str(CONTEXT + 3), "--max_position_embeddings", str(CONTEXT + 3),
-            "--learning_rate", str(lr)], args, files)
+        runs[f"BERT lr {lr:g}"] = train(
+            f"bert_lr{lr:g}",
+            "recipes/mlm.py",
+            [
+                "--model_family",
+                "bert",
+                "--max_len",
+                str(CONTEXT + 3),
+                "--max_position_embeddings",
+                str(CONTEXT + 3),
+                "--learning_rate",
+                str(lr),
+            ],
+            args,
+            files,
+        )
     windows = heldout_windows(bert_tokenizer(files[2]), files[1])
     results = {name: score(run, files, windows) for name, run in runs.items()}
     block = render(args, results)
     print(block)
     write_doc(Path(args.doc), block)
-    Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, ensure_ascii=False, indent=2) + "\n",
-                               encoding="utf-8")
+    Path(args.json).write_text(
+        json.dumps({"args": vars(args), "results": results}, ensure_ascii=False, indent=2) + "\n",
+        encoding="utf-8",
+    )
     print(f"wrote {args.doc} and {args.json}")
     return results
 

@@ -38,9 +38,13 @@ def tiny_tokenizer(tmp_path_factory):
     """A 400-token byte-level BPE with ChatML specials, trained in-process on mixed zh/en text."""
     from mini_lm.tokenization import train_bpe_tokenizer
 
-    texts = ["王伟出生于1987年3月5日。他毕业于北京大学。", "Wei Wang was born on March 5, 1987.",
-             "李娜在上海工作。她的专业是数学。", "Na Li works in Shanghai. She majored in mathematics.",
-             "def add(a, b):\n    return a + b\n"] * 20
+    texts = [
+        "王伟出生于1987年3月5日。他毕业于北京大学。",
+        "Wei Wang was born on March 5, 1987.",
+        "李娜在上海工作。她的专业是数学。",
+        "Na Li works in Shanghai. She majored in mathematics.",
+        "def add(a, b):\n    return a + b\n",
+    ] * 20
     return train_bpe_tokenizer(texts, vocab_size=400, output_dir=tmp_path_factory.mktemp("tok"))
 
 
@@ -55,7 +59,9 @@ def run_module_main(module_path: Path, argv: list[str]):
     return module.main(argv)
 
 
-TINY_BERT_TEXT = "宝玉笑道：“你们来了。”黛玉听了，便说：“好！”凤姐儿也笑了。王夫人问他们在哪里。Hello world, it is fine."
+TINY_BERT_TEXT = (
+    "宝玉笑道：“你们来了。”黛玉听了，便说：“好！”凤姐儿也笑了。王夫人问他们在哪里。Hello world, it is fine."
+)
 
 
 @pytest.fixture(scope="session")

@@ -28,5 +28,10 @@ def fake_slurm_env(bin_dir: Path, repo: Path, path: str, nodelist: str, nodes: i
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    return {"PATH": f"{bin_dir}:{path}", "SLURM_NNODES": str(nodes), "SLURM_JOB_ID": "42",
-            "SLURM_JOB_NODELIST": nodelist, "SLURM_SUBMIT_DIR": str(repo)}
+    return {
+        "PATH": f"{bin_dir}:{path}",
+        "SLURM_NNODES": str(nodes),
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": nodelist,
+        "SLURM_SUBMIT_DIR": str(repo),
+    }

@@ -46,12 +46,27 @@ def test_gpu_shapes_are_qwen25_05b_at_2048_and_gpt2_124m_at_1024(bench, shared_d
 
 def test_summary_takes_medians_and_ratios_to_naive(bench):
     def run(variant, tps, padding):
-        return {"shape": "s", "variant": variant, "packed": variant != "naive", "attention": "sdpa",
-                "precision": "fp32", "status": "ok", "tokens_per_second": tps, "mfu": None,
-                "peak_memory_gib": None, "padding_fraction": padding}
+        return {
+            "shape": "s",
+            "variant": variant,
+            "packed": variant != "naive",
+            "attention": "sdpa",
+            "precision": "fp32",
+            "status": "ok",
+            "tokens_per_second": tps,
+            "mfu": None,
+            "peak_memory_gib": None,
+            "padding_fraction": padding,
+        }
 
-    runs = [run("naive", 100, 0.4), run("mini_lm", 150, 0.0), run("naive", 120, 0.4), run("mini_lm", 240, 0.0),
-            run("naive", 80, 0.4), run("mini_lm", 210, 0.0)]
+    runs = [
+        run("naive", 100, 0.4),
+        run("mini_lm", 150, 0.0),
+        run("naive", 120, 0.4),
+        run("mini_lm", 240, 0.0),
+        run("naive", 80, 0.4),
+        run("mini_lm", 210, 0.0),
+    ]
     rows = {r["variant"]: r for r in bench.summarize(runs, "tokens_per_second")}
     assert rows["naive"]["tokens_per_second"] == 100 and rows["mini_lm"]["tokens_per_second"] == 210
     assert rows["mini_lm"]["vs_naive"] == pytest.approx(2.1) and rows["naive"]["vs_naive"] == 1.0
@@ -64,8 +79,26 @@ def test_summary_takes_medians_and_ratios_to_naive(bench):
 @pytest.mark.slow
 def test_cpu_mode_measures_both_paths_side_by_side(bench, shared_data, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    bench.main(["--shapes", "qwen2-tiny", "--variants", "mini_lm,naive", "--steps", "2", "--warmup", "1",
-                "--repeats", "1", "--batch-size", "2", "--data-dir", str(shared_data), "--out", str(out)])
+    bench.main(
+        [
+            "--shapes",
+            "qwen2-tiny",
+            "--variants",
+            "mini_lm,naive",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--batch-size",
+            "2",
+            "--data-dir",
+            str(shared_data),
+            "--out",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     rows = {r["variant"]: r for r in report["results"]}
     assert rows["mini_lm"]["attention"] == "sdpa" and rows["naive"]["attention"] == "eager"

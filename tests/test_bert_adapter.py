@@ -13,8 +13,14 @@ from mini_lm.models import ModelConfigError, build_model
 from mini_lm.models.bert_adapter import BertNextTokenLM, bert_tokenizer
 from mini_lm.tokenization import autotokenizer_roundtrip_ok
 
-TINY = dict(model_family="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=16, vocab_pad_multiple=1)
+TINY = dict(
+    model_family="bert",
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=16,
+    vocab_pad_multiple=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,9 @@ def test_loss_and_shapes(bert, tiny_bert_tokenizer):
     assert torch.allclose(out.loss, F.cross_entropy(out.logits[:1, 0], labels[:1]))  # -100 rows are ignored
     summed = bert(input_ids=x, labels=labels, num_items_in_batch=4).loss  # the Trainer's exact accumulation
     assert torch.allclose(summed, F.cross_entropy(out.logits[:1, 0], labels[:1], reduction="sum") / 4)
-    assert out.loss.item() == pytest.approx(torch.log(torch.tensor(float(vocab))).item(), abs=0.5)  # untrained
+    assert out.loss.item() == pytest.approx(
+        torch.log(torch.tensor(float(vocab))).item(), abs=0.5
+    )  # untrained
 
 
 def test_left_padding_is_invisible_and_a_wrong_mask_is_not(bert, tiny_bert_tokenizer):
@@ -101,10 +109,20 @@ def test_saved_dir_is_a_normal_hf_dir_that_every_loader_returns(bert, tiny_bert_
 
 def test_a_plain_pretrained_bert_dir_loads_into_the_adapter(tiny_bert_tokenizer, tmp_path):
     torch.manual_seed(1)
-    plain = BertForMaskedLM(BertConfig(vocab_size=len(tiny_bert_tokenizer), hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=16))
+    plain = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(tiny_bert_tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        )
+    )
     plain.save_pretrained(tmp_path)
-    model = build_model(ModelArguments(model_family="bert", model_name_or_path=str(tmp_path)), tiny_bert_tokenizer)
+    model = build_model(
+        ModelArguments(model_family="bert", model_name_or_path=str(tmp_path)), tiny_bert_tokenizer
+    )
     assert isinstance(model, BertNextTokenLM) and model.window == 13  # 16 positions - [CLS] [MASK] [SEP]
     for name, tensor in plain.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
@@ -113,7 +131,9 @@ def test_a_plain_pretrained_bert_dir_loads_into_the_adapter(tiny_bert_tokenizer,
     x = ids(tiny_bert_tokenizer, "宝玉笑道：你们来了。黛玉听了")[-13:]
     tok = tiny_bert_tokenizer
     with torch.no_grad():
-        mlm = plain.eval()(input_ids=torch.tensor([[tok.cls_token_id, *x, tok.mask_token_id, tok.sep_token_id]])).logits
+        mlm = plain.eval()(
+            input_ids=torch.tensor([[tok.cls_token_id, *x, tok.mask_token_id, tok.sep_token_id]])
+        ).logits
         assert torch.allclose(model.eval()(input_ids=torch.tensor([x])).logits[0, 0], mlm[0, -2], atol=1e-5)
 
 
@@ -137,11 +157,15 @@ def test_generation_through_the_shared_path(bert, tiny_bert_tokenizer):
     assert [r.token_ids for r in batched] == [r.token_ids for r in single]
     assert [r.token_ids for r in batched] == [r.token_ids for r in generate(bert, tok, prompts, greedy)]
     # the adapter never caches, so the KV-cache switch cannot change its output
-    no_cache = generate(bert, tok, prompts, GenerationSettings(do_sample=False, max_new_tokens=10, use_cache=False))
+    no_cache = generate(
+        bert, tok, prompts, GenerationSettings(do_sample=False, max_new_tokens=10, use_cache=False)
+    )
     assert [r.token_ids for r in no_cache] == [r.token_ids for r in batched]
     banned = set(bert.generation_config.suppress_tokens)
     assert banned == {tok.pad_token_id, tok.cls_token_id, tok.mask_token_id, tok.unk_token_id}
-    sampled = generate(bert, tok, prompts * 8, GenerationSettings(max_new_tokens=10, top_k=0, temperature=2.0))
+    sampled = generate(
+        bert, tok, prompts * 8, GenerationSettings(max_new_tokens=10, top_k=0, temperature=2.0)
+    )
     assert not banned & {t for r in sampled for t in r.token_ids}
     settings = GenerationSettings(seed=5, max_new_tokens=10)
     assert "".join(stream(bert, tok, "宝玉", settings)) == generate(bert, tok, ["宝玉"], settings)[0].text
@@ -167,13 +191,20 @@ def test_served_through_the_openai_api_unchanged(bert, tiny_bert_tokenizer):
 
     from mini_lm.serving import create_app, serve_in_thread
 
-    tok, prompts = tiny_bert_tokenizer, ["宝玉笑道：你们来了。黛玉听了", "凤姐"]  # 14 tokens > the 8-token window
+    tok, prompts = (
+        tiny_bert_tokenizer,
+        ["宝玉笑道：你们来了。黛玉听了", "凤姐"],
+    )  # 14 tokens > the 8-token window
     with serve_in_thread(create_app(bert, tok, "bert")) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
         # 14 + 20 tokens outgrow the 16 positions: fine, the window slides (no context-length 400)
         reply = client.completions.create(model="bert", prompt=prompts, temperature=0, max_tokens=20)
-        streamed = "".join(c.choices[0].text for c in client.completions.create(
-            model="bert", prompt=prompts[0], temperature=0, max_tokens=20, stream=True))
+        streamed = "".join(
+            c.choices[0].text
+            for c in client.completions.create(
+                model="bert", prompt=prompts[0], temperature=0, max_tokens=20, stream=True
+            )
+        )
     expected = generate(bert, tok, prompts, GenerationSettings(do_sample=False, max_new_tokens=20))
     assert [c.text for c in reply.choices] == [r.text for r in expected]
     assert streamed == expected[0].text

@@ -27,15 +27,22 @@ def reply_to(history: list[str], question: str) -> str:
 def test_session_keeps_history_resets_and_fits_the_context(tiny_tokenizer):
     session = ChatSession(tiny_tokenizer, system="简短回答")
     first = session.prompt_for("你好")
-    assert first == render_chat_prompt(tiny_tokenizer, [{"role": "system", "content": "简短回答"},
-                                                        {"role": "user", "content": "你好"}])
+    assert first == render_chat_prompt(
+        tiny_tokenizer, [{"role": "system", "content": "简短回答"}, {"role": "user", "content": "你好"}]
+    )
     session.add_reply("你好！")
     second = session.prompt_for("你是谁")
-    assert second.startswith(first) and "你好！<|im_end|>" in second and second.endswith("<|im_start|>assistant\n")
+    assert (
+        second.startswith(first)
+        and "你好！<|im_end|>" in second
+        and second.endswith("<|im_start|>assistant\n")
+    )
     session.reset()
     assert session.prompt_for("你好") == first
     # a budget that holds the system message and about one turn: the oldest turn goes first
-    tight = ChatSession(tiny_tokenizer, system="简短回答", max_prompt_tokens=len(tiny_tokenizer(first)["input_ids"]) + 30)
+    tight = ChatSession(
+        tiny_tokenizer, system="简短回答", max_prompt_tokens=len(tiny_tokenizer(first)["input_ids"]) + 30
+    )
     for turn in range(4):
         tight.prompt_for(f"第{turn}个问题")
         tight.add_reply("好的")
@@ -56,15 +63,53 @@ def chat_model(tmp_path_factory) -> str:
     lines = [turn(q, a) for q, a in ALONE.items()]
     lines += [turn(q1, ALONE[q1]) + turn(q2, reply_to([q1], q2)) for q1 in ALONE for q2 in ALONE if q1 != q2]
     data = folder / "chats.jsonl"
-    data.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in lines * 20), encoding="utf-8")
+    data.write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in lines * 20), encoding="utf-8"
+    )
     out = folder / "model"
-    run_module_main(REPO / "recipes/pretrain.py", [
-        "--model_family", "qwen2", "--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "128", "--train_files", str(data), "--tokenizer_vocab_size", "300",
-        "--block_size", "128", "--validation_split", "0", "--eval_strategy", "no", "--save_strategy", "no",
-        "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--warmup_steps", "10", "--max_steps", "150",
-        "--logging_steps", "50", "--disable_tqdm", "true", "--report_to", "none", "--output_dir", str(out),
-    ])
+    run_module_main(
+        REPO / "recipes/pretrain.py",
+        [
+            "--model_family",
+            "qwen2",
+            "--hidden_size",
+            "64",
+            "--num_hidden_layers",
+            "2",
+            "--num_attention_heads",
+            "4",
+            "--max_position_embeddings",
+            "128",
+            "--train_files",
+            str(data),
+            "--tokenizer_vocab_size",
+            "300",
+            "--block_size",
+            "128",
+            "--validation_split",
+            "0",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            "3e-3",
+            "--warmup_steps",
+            "10",
+            "--max_steps",
+            "150",
+            "--logging_steps",
+            "50",
+            "--disable_tqdm",
+            "true",
+            "--report_to",
+            "none",
+            "--output_dir",
+            str(out),
+        ],
+    )
     return str(out)
 
 
@@ -83,7 +128,9 @@ class Terminal:
         while text.encode() not in self.seen:
             left = deadline - time.time()
             if left <= 0 or self.proc.poll() is not None and not select.select([self.master], [], [], 0)[0]:
-                raise AssertionError(f"never saw {text!r}; the terminal shows:\n{self.seen.decode(errors='replace')}")
+                raise AssertionError(
+                    f"never saw {text!r}; the terminal shows:\n{self.seen.decode(errors='replace')}"
+                )
             if select.select([self.master], [], [], min(left, 1.0))[0]:
                 try:
                     self.seen += os.read(self.master, 4096)
@@ -108,7 +155,9 @@ def test_chat_in_a_real_terminal(chat_model):
     def expected(messages):
         return generate(model, tok, [render_chat_prompt(tok, messages)], settings)[0].text
 
-    term = Terminal([sys.executable, "-m", "mini_lm.cli", "chat", chat_model, "--greedy", "--max-new-tokens", "24"])
+    term = Terminal(
+        [sys.executable, "-m", "mini_lm.cli", "chat", chat_model, "--greedy", "--max-new-tokens", "24"]
+    )
     assert "/reset clears the history" in term.expect("user> ")
     term.type("我叫小明")
     first = answer_in(term.expect("user> "))
@@ -116,8 +165,11 @@ def test_chat_in_a_real_terminal(chat_model):
     term.type("我叫什么")
     second = answer_in(term.expect("user> "))
     assert second == AFTER_NAME  # ... from the history it keeps
-    history = [{"role": "user", "content": "我叫小明"}, {"role": "assistant", "content": first},
-               {"role": "user", "content": "我叫什么"}]
+    history = [
+        {"role": "user", "content": "我叫小明"},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "我叫什么"},
+    ]
     assert second == expected(history)  # the streamed answer is the shared generate path's
     term.type("/reset")
     assert "(history cleared)" in term.expect("user> ")

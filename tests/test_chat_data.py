@@ -23,8 +23,10 @@ def roles(messages):
 
 
 def write_jsonl(path: Path, records) -> str:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
-                            for r in records), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in records),
+        encoding="utf-8",
+    )
     return str(path)
 
 
@@ -36,8 +38,11 @@ GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "c
 
 def test_alpaca_real_file(shared_data):
     chat = load_conversations([str(shared_data / "sft/alpaca_zh_demo.json")])
-    assert chat.stats.files[str(shared_data / "sft/alpaca_zh_demo.json")] == {"format": "alpaca", "records": 1000,
-                                                                               "kept": 1000}
+    assert chat.stats.files[str(shared_data / "sft/alpaca_zh_demo.json")] == {
+        "format": "alpaca",
+        "records": 1000,
+        "kept": 1000,
+    }
     raw = json.loads((shared_data / "sft/alpaca_zh_demo.json").read_text(encoding="utf-8"))
     by_record = {r["record"]: r["messages"] for r in chat.dataset}
     for i in (1, 2, 500, 1000):  # record numbers are 1-based
@@ -71,8 +76,12 @@ def test_messages_with_content_parts_real_file(shared_data):
     first = {r["record"]: r["messages"] for r in chat.dataset}[f"{path}:1"]
     assert first == [
         {"role": "user", "content": "hi", "loss_weight": 0.0},
-        {"role": "assistant", "content": "Hello! I am MiniLM, an AI assistant developed by mini_lm. "
-         "How can I assist you today?", "loss_weight": 1.0},
+        {
+            "role": "assistant",
+            "content": "Hello! I am MiniLM, an AI assistant developed by mini_lm. "
+            "How can I assist you today?",
+            "loss_weight": 1.0,
+        },
     ]
     assert not chat.stats.unfilled_placeholders
 
@@ -90,8 +99,10 @@ def test_identity_placeholders_filled_or_counted(shared_data):
 def test_placeholders_leave_code_braces_alone():
     unfilled = Counter()
     text = "I am {{name}}. In Django: {{ form.as_p }} and {{unknown}}"
-    assert fill_placeholders(text, {"name": "MiniLM"}, unfilled) == \
-        "I am MiniLM. In Django: {{ form.as_p }} and {{unknown}}"
+    assert (
+        fill_placeholders(text, {"name": "MiniLM"}, unfilled)
+        == "I am MiniLM. In Django: {{ form.as_p }} and {{unknown}}"
+    )
     assert unfilled == {"unknown": 1}
 
 
@@ -112,21 +123,45 @@ def test_mix_weights_repeat_and_subsample(shared_data):
 
 
 def test_alpaca_system_and_history_and_system_prompt(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [
-        {"instruction": "q2", "input": "ctx", "output": "a2", "system": "be brief", "history": [["q1", "a1"]]},
-        {"instruction": "q", "output": "a"},
-    ])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {
+                "instruction": "q2",
+                "input": "ctx",
+                "output": "a2",
+                "system": "be brief",
+                "history": [["q1", "a1"]],
+            },
+            {"instruction": "q", "output": "a"},
+        ],
+    )
     rows = load_conversations([path], LoadOptions(system_prompt="default system"), seed=0).dataset
     by_record = {r["record"]: r["messages"] for r in rows}
     assert [(m["role"], m["content"]) for m in by_record[f"{path}:1"]] == [
-        ("system", "be brief"), ("user", "q1"), ("assistant", "a1"), ("user", "q2\nctx"), ("assistant", "a2")]
+        ("system", "be brief"),
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2\nctx"),
+        ("assistant", "a2"),
+    ]
     assert [(m["role"], m["content"]) for m in by_record[f"{path}:2"]] == [
-        ("system", "default system"), ("user", "q"), ("assistant", "a")]
+        ("system", "default system"),
+        ("user", "q"),
+        ("assistant", "a"),
+    ]
 
 
 def test_sharegpt_system_roles_and_explicit_format(tmp_path):
-    path = write_jsonl(tmp_path / "s.jsonl", [{"system": "sys", "conversations": [
-        {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}])
+    path = write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            {
+                "system": "sys",
+                "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+            }
+        ],
+    )
     rows = load_conversations([path], LoadOptions(formats=["sharegpt"])).dataset
     assert roles(rows[0]["messages"]) == ["system", "user", "assistant"]
     with pytest.raises(ChatDataError, match="missing field 'messages'"):
@@ -149,14 +184,17 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
 
 
 def test_malformed_json_file_names_line(tmp_path):
-    (tmp_path / "bad.json").write_text('[\n  {"instruction": "a", "output": "b"},\n  {"instruction": oops}\n]')
+    (tmp_path / "bad.json").write_text(
+        '[\n  {"instruction": "a", "output": "b"},\n  {"instruction": oops}\n]'
+    )
     with pytest.raises(ChatDataError, match=r"bad\.json:3: not valid JSON"):
         load_conversations([str(tmp_path / "bad.json")])
 
 
 def test_missing_field_names_record_and_field(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", [GOOD, {"messages": [{"role": "user"}, {"role": "assistant",
-                                                                                        "content": "x"}]}])
+    path = write_jsonl(
+        tmp_path / "m.jsonl", [GOOD, {"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}]
+    )
     with pytest.raises(ChatDataError, match=r"m\.jsonl:2: messages\[0\]: missing field 'content'"):
         load_conversations([path])
     alpaca = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "q", "output": "a"}, {"instruction": "q"}])
@@ -165,16 +203,31 @@ def test_missing_field_names_record_and_field(tmp_path):
 
 
 def test_empty_assistant_content(tmp_path):
-    path = write_jsonl(tmp_path / "e.jsonl", [
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "  "}]}])
+    path = write_jsonl(
+        tmp_path / "e.jsonl",
+        [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "  "}]}],
+    )
     with pytest.raises(ChatDataError, match=r"e\.jsonl:1: message 1: empty assistant content"):
         load_conversations([path])
 
 
 def test_roles_out_of_order(tmp_path):
-    path = write_jsonl(tmp_path / "o.jsonl", [GOOD, {"messages": [
-        {"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}])
-    with pytest.raises(ChatDataError, match=r"o\.jsonl:2: roles out of order: message 1 is 'user' after 'user'"):
+    path = write_jsonl(
+        tmp_path / "o.jsonl",
+        [
+            GOOD,
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"},
+                ]
+            },
+        ],
+    )
+    with pytest.raises(
+        ChatDataError, match=r"o\.jsonl:2: roles out of order: message 1 is 'user' after 'user'"
+    ):
         load_conversations([path])
     first = write_jsonl(tmp_path / "f.jsonl", [{"messages": [{"role": "assistant", "content": "a"}]}])
     with pytest.raises(ChatDataError, match="message 0 is 'assistant' as the first message"):
@@ -191,28 +244,45 @@ def test_unknown_role(tmp_path):
 
 
 def test_non_string_content(tmp_path):
-    path = write_jsonl(tmp_path / "n.jsonl", [{"messages": [
-        {"role": "user", "content": "q"}, {"role": "assistant", "content": {"text": "a"}}]}])
+    path = write_jsonl(
+        tmp_path / "n.jsonl",
+        [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": {"text": "a"}}]}],
+    )
     with pytest.raises(ChatDataError, match=r"n\.jsonl:1: messages\[1\]\.content: content must be a string"):
         load_conversations([path])
-    image = write_jsonl(tmp_path / "i.jsonl", [{"messages": [
-        {"role": "user", "content": [{"type": "image", "url": "x.png"}]}, {"role": "assistant", "content": "a"}]}])
+    image = write_jsonl(
+        tmp_path / "i.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "url": "x.png"}]},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ],
+    )
     with pytest.raises(ChatDataError, match=r"messages\[0\]\.content\[0\]: only text parts are supported"):
         load_conversations([image])
 
 
 def test_skip_invalid_counts_instead_of_failing(tmp_path):
-    path = write_jsonl(tmp_path / "mixed.jsonl", [
-        GOOD,
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
-        {"messages": [{"role": "robot", "content": "q"}]},
-        {"messages": [{"role": "user", "content": "only a question"}]},
-        GOOD,
-    ])
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            GOOD,
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
+            {"messages": [{"role": "robot", "content": "q"}]},
+            {"messages": [{"role": "user", "content": "only a question"}]},
+            GOOD,
+        ],
+    )
     chat = load_conversations([path], LoadOptions(skip_invalid=True))
     assert len(chat.dataset) == 2
-    assert chat.stats.skipped == {"invalid: empty assistant content": 1, "invalid: unknown role": 1,
-                                  "no assistant turn": 1}
+    assert chat.stats.skipped == {
+        "invalid: empty assistant content": 1,
+        "invalid: unknown role": 1,
+        "no assistant turn": 1,
+    }
 
 
 def test_nothing_usable_is_an_error(tmp_path):
@@ -230,8 +300,9 @@ def test_validation_split_holds_out_every_repeat(shared_data):
     from mini_lm.config import SFTDataArguments
     from mini_lm.data.sft import load_sft_conversations
 
-    args = SFTDataArguments(train_files=[str(shared_data / "sft/identity.json")], mix_weights=[3.0],
-                            validation_split=0.1)
+    args = SFTDataArguments(
+        train_files=[str(shared_data / "sft/identity.json")], mix_weights=[3.0], validation_split=0.1
+    )
     chats = load_sft_conversations(args, seed=0)
     train, held = chats.train.dataset["record"], chats.eval.dataset["record"]
     assert len(held) == len(set(held)) == 9 and not set(held) & set(train)

@@ -26,8 +26,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_yaml_fills_all_dataclasses(tmp_path):
-    cfg = write(tmp_path, f"model_family: gpt2\nhidden_size: 64\ntrain_files: [a.txt, b.txt]\n"
-                          f"block_size: 32\noutput_dir: {tmp_path}/out\nlearning_rate: 1e-3\nbf16: false\n")
+    cfg = write(
+        tmp_path,
+        f"model_family: gpt2\nhidden_size: 64\ntrain_files: [a.txt, b.txt]\n"
+        f"block_size: 32\noutput_dir: {tmp_path}/out\nlearning_rate: 1e-3\nbf16: false\n",
+    )
     model, data, train = parse_config(PRETRAIN, ["--config", str(cfg)])
     assert (model.model_family, model.hidden_size) == ("gpt2", 64)
     assert data.train_files == ["a.txt", "b.txt"] and data.block_size == 32
@@ -57,8 +60,9 @@ def test_unknown_cli_flag_fails(tmp_path):
         parse_config(PRETRAIN, ["--output_dir", str(tmp_path), "--learnig_rate", "1"])
 
 
-@pytest.mark.parametrize("text, expected", [("- a\n- b\n", "top level must be a mapping"),
-                                            ("a: [1,\n", "not valid YAML")])
+@pytest.mark.parametrize(
+    "text, expected", [("- a\n- b\n", "top level must be a mapping"), ("a: [1,\n", "not valid YAML")]
+)
 def test_malformed_yaml(tmp_path, text, expected):
     with pytest.raises(ConfigError, match=expected):
         parse_config(PRETRAIN, ["--config", str(write(tmp_path, text))])
@@ -86,27 +90,32 @@ def test_cpu_forces_use_cpu(tmp_path):
 
 
 def test_cross_field_checks(tmp_path):
-    model, data, train = parse_config(PRETRAIN, ["--output_dir", str(tmp_path), "--block_size", "2048",
-                                                 "--max_position_embeddings", "1024"])
+    model, data, train = parse_config(
+        PRETRAIN, ["--output_dir", str(tmp_path), "--block_size", "2048", "--max_position_embeddings", "1024"]
+    )
     with pytest.raises(ConfigError, match="exceeds max_position_embeddings"):
         check_pretrain_config(model, data, train)
     model, data, train = parse_config(PRETRAIN, ["--output_dir", str(tmp_path), "--streaming", "true"])
     with pytest.raises(ConfigError, match="needs max_steps"):
         check_pretrain_config(model, data, train)
-    model, data, train = parse_config(PRETRAIN, ["--output_dir", str(tmp_path), "--eval_strategy", "steps",
-                                                 "--validation_split", "0"])
+    model, data, train = parse_config(
+        PRETRAIN, ["--output_dir", str(tmp_path), "--eval_strategy", "steps", "--validation_split", "0"]
+    )
     with pytest.raises(ConfigError, match="no validation data"):
         check_pretrain_config(model, data, train)
 
 
-PRETRAIN_CONFIGS = sorted(REPO.glob("recipes/configs/*/pretrain_*.yaml")) + \
-    [REPO / "recipes/configs/quickstart/pretrain.yaml"]
+PRETRAIN_CONFIGS = sorted(REPO.glob("recipes/configs/*/pretrain_*.yaml")) + [
+    REPO / "recipes/configs/quickstart/pretrain.yaml"
+]
 
 
 @pytest.mark.parametrize("path", PRETRAIN_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_pretrain_config_parses_and_is_consistent(path, tmp_path):
-    model, data, train, probe = parse_config([*PRETRAIN, ProbeArguments], [
-        "--config", str(path), "--output_dir", str(tmp_path), "--bf16", "false", "--deepspeed", ""])
+    model, data, train, probe = parse_config(
+        [*PRETRAIN, ProbeArguments],
+        ["--config", str(path), "--output_dir", str(tmp_path), "--bf16", "false", "--deepspeed", ""],
+    )
     check_pretrain_config(model, data, train)
     decoding_settings(probe)  # the recipe's probe settings are valid
     assert model.model_family in ("gpt2", "qwen2")
@@ -117,12 +126,26 @@ def test_qwen25_recipe_matches_the_real_config(shared_data):
     import json
 
     real = json.loads((shared_data / "tokenizers/qwen2.5/config.json").read_text())
-    model, _, _ = parse_config(PRETRAIN, ["--config", str(REPO / "recipes/configs/qwen2/pretrain_qwen2.5_0.5b.yaml"),
-                                          "--bf16", "false", "--deepspeed", ""])
-    for ours, theirs in [("hidden_size", "hidden_size"), ("num_hidden_layers", "num_hidden_layers"),
-                         ("num_attention_heads", "num_attention_heads"),
-                         ("num_key_value_heads", "num_key_value_heads"),
-                         ("intermediate_size", "intermediate_size"), ("rope_theta", "rope_theta"),
-                         ("tie_word_embeddings", "tie_word_embeddings"), ("rms_norm_eps", "rms_norm_eps"),
-                         ("max_position_embeddings", "max_position_embeddings")]:
+    model, _, _ = parse_config(
+        PRETRAIN,
+        [
+            "--config",
+            str(REPO / "recipes/configs/qwen2/pretrain_qwen2.5_0.5b.yaml"),
+            "--bf16",
+            "false",
+            "--deepspeed",
+            "",
+        ],
+    )
+    for ours, theirs in [
+        ("hidden_size", "hidden_size"),
+        ("num_hidden_layers", "num_hidden_layers"),
+        ("num_attention_heads", "num_attention_heads"),
+        ("num_key_value_heads", "num_key_value_heads"),
+        ("intermediate_size", "intermediate_size"),
+        ("rope_theta", "rope_theta"),
+        ("tie_word_embeddings", "tie_word_embeddings"),
+        ("rms_norm_eps", "rms_norm_eps"),
+        ("max_position_embeddings", "max_position_embeddings"),
+    ]:
         assert getattr(model, ours) == real[theirs], ours

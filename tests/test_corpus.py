@@ -12,8 +12,9 @@ def corpus_dir(tmp_path):
     d = tmp_path / "corpus"
     (d / "sub").mkdir(parents=True)
     (d / "a.txt").write_text("line one\r\n\r\nline two\nline three\n", encoding="utf-8")
-    (d / "sub" / "b.jsonl").write_text("\n".join(json.dumps({"text": t, "id": i})
-                                                 for i, t in enumerate(["doc b1", "", "doc b2"])) + "\n")
+    (d / "sub" / "b.jsonl").write_text(
+        "\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(["doc b1", "", "doc b2"])) + "\n"
+    )
     (d / "c.json").write_text(json.dumps([{"text": "doc c1"}, {"text": "doc c2"}]))
     pq.write_table(pa.table({"text": ["doc p1", "doc p2"]}), d / "d.parquet")
     (d / "README.md").write_text("ignored: not a corpus suffix")
@@ -22,8 +23,9 @@ def corpus_dir(tmp_path):
 
 def test_folder_reads_every_format_and_skips_empty(corpus_dir, caplog):
     docs = load_corpus([str(corpus_dir)])
-    assert sorted(docs["text"]) == sorted(["line one", "line two", "line three", "doc b1", "doc b2",
-                                           "doc c1", "doc c2", "doc p1", "doc p2"])
+    assert sorted(docs["text"]) == sorted(
+        ["line one", "line two", "line three", "doc b1", "doc b2", "doc c1", "doc c2", "doc p1", "doc p2"]
+    )
     assert docs.column_names == ["text"]
 
 
@@ -47,11 +49,14 @@ def test_missing_text_field_names_file_and_field(tmp_path):
         load_corpus([str(path)])
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("missing/file.txt", "corpus path not found"),
-    ("./nope", "corpus path not found"),
-    ("no_match_*.txt", "glob matches no files"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("missing/file.txt", "corpus path not found"),
+        ("./nope", "corpus path not found"),
+        ("no_match_*.txt", "glob matches no files"),
+    ],
+)
 def test_bad_paths(tmp_path, monkeypatch, spec, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CorpusError, match=message):

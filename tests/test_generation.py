@@ -9,8 +9,16 @@ from mini_lm.models import build_model
 @pytest.fixture(scope="module")
 def tiny_model(tiny_tokenizer):
     torch.manual_seed(0)
-    return build_model(ModelArguments(model_family="qwen2", hidden_size=32, num_hidden_layers=2,
-                                      num_attention_heads=4, max_position_embeddings=128), tiny_tokenizer)
+    return build_model(
+        ModelArguments(
+            model_family="qwen2",
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+        ),
+        tiny_tokenizer,
+    )
 
 
 def test_greedy_is_deterministic_and_batch_independent(tiny_model, tiny_tokenizer):

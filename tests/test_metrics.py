@@ -52,7 +52,9 @@ def test_repetition_numbers_on_small_inputs():
     assert distinct_n(list("abab"), 1) == 0.5
     assert distinct_n(list("abab"), 2) == pytest.approx(2 / 3)
     assert distinct_n(["a"], 2) is None  # no bigram at all: unknown, not 0
-    assert repeated_ngram_rate(list("abcdabcd"), 4) == pytest.approx(1 / 5)  # abcd bcda cdab dabc, then abcd again
+    assert repeated_ngram_rate(list("abcdabcd"), 4) == pytest.approx(
+        1 / 5
+    )  # abcd bcda cdab dabc, then abcd again
     assert repeated_ngram_rate(list("abcdefgh"), 4) == 0.0
     assert longest_loop(list("xyz")) == (0, 0)
     assert longest_loop(list("qabcabcabcq")) == (9, 3)
@@ -63,8 +65,18 @@ def test_repetition_numbers_on_small_inputs():
 
 
 def test_units_are_characters_for_chinese_and_words_for_english():
-    assert text_units("唐娜雪 graduated from Jilin University，2004年") == \
-        ["唐", "娜", "雪", "graduated", "from", "jilin", "university", ",", "2004", "年"]
+    assert text_units("唐娜雪 graduated from Jilin University，2004年") == [
+        "唐",
+        "娜",
+        "雪",
+        "graduated",
+        "from",
+        "jilin",
+        "university",
+        ",",
+        "2004",
+        "年",
+    ]
     assert text_units("") == []
     m = answer_metrics("", stopped=True, n_tokens=1, max_new_tokens=60)
     assert m["length_units"] == 0 and m["distinct_1"] is None and not m["repetitive"]
@@ -72,7 +84,11 @@ def test_units_are_characters_for_chinese_and_words_for_english():
 
 def test_knowledge_scores():
     assert knowledge_scores("厦门", "厦门") == {"exact": 1.0, "contains": 1.0, "keyword_recall": 1.0}
-    assert knowledge_scores("她出生在厦门。", "厦门") == {"exact": 0.0, "contains": 1.0, "keyword_recall": 1.0}
+    assert knowledge_scores("她出生在厦门。", "厦门") == {
+        "exact": 0.0,
+        "contains": 1.0,
+        "keyword_recall": 1.0,
+    }
     assert knowledge_scores("她出生在上海。", "厦门")["contains"] == 0.0
     assert knowledge_scores("She was born in XIAMEN!", "Xiamen")["contains"] == 1.0
     # a date half right: keyword recall gives partial credit, contains does not
@@ -80,7 +96,9 @@ def test_knowledge_scores():
     assert half["contains"] == 0.0 and half["keyword_recall"] == pytest.approx(2 / 3)
     # "3" is not found inside "1993": keywords match whole units
     assert knowledge_scores("1993年", "1987年3月5日")["keyword_recall"] == 0.0
-    assert knowledge_scores("唐代诗人", keywords=["唐代", "诗人", "诗仙"])["keyword_recall"] == pytest.approx(2 / 3)
+    assert knowledge_scores("唐代诗人", keywords=["唐代", "诗人", "诗仙"])["keyword_recall"] == pytest.approx(
+        2 / 3
+    )
     with pytest.raises(ValueError, match="expected answer or keywords"):
         knowledge_scores("anything")
 

@@ -30,9 +30,13 @@ def test_cut_windows_and_collator(tiny_bert_tokenizer):
     varied = cut_windows(Dataset.from_dict({"input_ids": [list(range(20, 33))] * 200}), min_context=1, seed=0)
     lengths = [len(r) for r in varied["input_ids"]]
     assert set(lengths) == set(range(1, 13))  # uniform over 1..12
-    assert all(r["labels"] == 32 and r["input_ids"] == list(range(32 - len(r["input_ids"]), 32)) for r in varied)
-    assert cut_windows(Dataset.from_dict({"input_ids": [list(range(20, 33))] * 200}), 1, seed=0)["input_ids"] \
-        == varied["input_ids"]  # seeded: the same rows every run and every epoch
+    assert all(
+        r["labels"] == 32 and r["input_ids"] == list(range(32 - len(r["input_ids"]), 32)) for r in varied
+    )
+    assert (
+        cut_windows(Dataset.from_dict({"input_ids": [list(range(20, 33))] * 200}), 1, seed=0)["input_ids"]
+        == varied["input_ids"]
+    )  # seeded: the same rows every run and every epoch
     batch = NextTokenCollator(tiny_bert_tokenizer)([rows[0], rows[1]])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 9]]  # left-padded
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]] and batch["labels"].tolist() == [8, 10]
@@ -43,7 +47,8 @@ def test_every_bert_yaml_parses_and_checks(config, shared_data):
     model, data, mlm_args, train, _ = parse_config(MLM_ARGUMENTS, ["--config", str(config)])
     check_mlm_config(model, data, mlm_args, train)
     assert model.model_family == "bert" and (shared_data / "tokenizers/bert-base-chinese/vocab.txt").samefile(
-        f"{model.tokenizer_name_or_path}/vocab.txt")
+        f"{model.tokenizer_name_or_path}/vocab.txt"
+    )
     if config.name == "mlm_seed.yaml":  # seed 001: max_len 15, batch 64, lr 1e-5, 50,000 samples, 20 epochs
         assert (mlm_args.max_len, train.per_device_train_batch_size, train.learning_rate) == (15, 64, 1e-5)
         assert (mlm_args.max_train_samples, train.num_train_epochs, model.hidden_size) == (50000, 20, 768)
@@ -59,16 +64,52 @@ def tiny_corpus(tmp_path_factory, tiny_bert_tokenizer) -> tuple[str, str]:
     return str(corpus), str(vocab)
 
 
-TINY = ["--model_family", "bert", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "16", "--max_len", "10", "--per_device_train_batch_size", "8",
-        "--disable_tqdm", "true", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "2"]
+TINY = [
+    "--model_family",
+    "bert",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--max_position_embeddings",
+    "16",
+    "--max_len",
+    "10",
+    "--per_device_train_batch_size",
+    "8",
+    "--disable_tqdm",
+    "true",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+    "--logging_steps",
+    "2",
+]
 
 
 def test_tiny_run_saves_a_dir_that_generates(tiny_corpus, tmp_path):
     corpus, vocab = tiny_corpus
     out = tmp_path / "run"
-    metrics = mlm(*TINY, "--train_files", corpus, "--tokenizer_name_or_path", vocab, "--output_dir", out,
-                  "--max_steps", "4", "--validation_split", "0.1", "--eval_strategy", "steps", "--eval_steps", "4")
+    metrics = mlm(
+        *TINY,
+        "--train_files",
+        corpus,
+        "--tokenizer_name_or_path",
+        vocab,
+        "--output_dir",
+        out,
+        "--max_steps",
+        "4",
+        "--validation_split",
+        "0.1",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "4",
+    )
     assert math.isfinite(metrics["eval_loss"])
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "bert_next_token" and config["context_window"] == 7  # max_len 10 - 3
@@ -85,9 +126,25 @@ def test_checkpoints_of_the_bert_adapter_are_probed(tiny_corpus, tmp_path, caplo
     corpus, vocab = tiny_corpus
     out = tmp_path / "run"
     with caplog.at_level("WARNING", logger="mini_lm"):
-        mlm(*TINY, "--train_files", corpus, "--tokenizer_name_or_path", vocab, "--output_dir", out,
-            "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2", "--probe_max_new_tokens", "6",
-            "--probe_decoding", "greedy")
+        mlm(
+            *TINY,
+            "--train_files",
+            corpus,
+            "--tokenizer_name_or_path",
+            vocab,
+            "--output_dir",
+            out,
+            "--max_steps",
+            "4",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+            "--probe_max_new_tokens",
+            "6",
+            "--probe_decoding",
+            "greedy",
+        )
     assert "built-in chat questions skipped, the tokenizer has no chat template" in caplog.text
     probes = [json.loads(line) for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted({p["step"] for p in probes}) == [2, 4] and {p["mode"] for p in probes} == {"raw"}
@@ -95,19 +152,31 @@ def test_checkpoints_of_the_bert_adapter_are_probed(tiny_corpus, tmp_path, caplo
     assert all(p["length_tokens"] == 6 or p["eos"] for p in probes)  # it generated, left to right
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--model_family", "qwen2"], "trains the BERT adapter: set model_family: bert"),
-    (["--max_len", "3"], "max_len=3 leaves no context"),
-    (["--min_context", "8"], r"min_context=8 must be in \[1, max_len - 3 = 7\]"),
-    (["--max_len", "17"], "max_len=17 exceeds max_position_embeddings=16"),
-    (["--block_size", "64"], "set max_len instead of block_size"),
-    (["--tokenizer_name_or_path", ""], "no vocabulary"),
-    (["--eval_strategy", "steps", "--validation_split", "0"], "no validation data"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model_family", "qwen2"], "trains the BERT adapter: set model_family: bert"),
+        (["--max_len", "3"], "max_len=3 leaves no context"),
+        (["--min_context", "8"], r"min_context=8 must be in \[1, max_len - 3 = 7\]"),
+        (["--max_len", "17"], "max_len=17 exceeds max_position_embeddings=16"),
+        (["--block_size", "64"], "set max_len instead of block_size"),
+        (["--tokenizer_name_or_path", ""], "no vocabulary"),
+        (["--eval_strategy", "steps", "--validation_split", "0"], "no validation data"),
+    ],
+)
 def test_bad_config_fails_clearly(tiny_corpus, tmp_path, extra, message):
     corpus, vocab = tiny_corpus
     with pytest.raises(ConfigError, match=message):
-        mlm(*TINY, "--train_files", corpus, "--tokenizer_name_or_path", vocab, "--output_dir", tmp_path, *extra)
+        mlm(
+            *TINY,
+            "--train_files",
+            corpus,
+            "--tokenizer_name_or_path",
+            vocab,
+            "--output_dir",
+            tmp_path,
+            *extra,
+        )
 
 
 def next_token_loss(model, windows: list[list[int]], shuffle_contexts: bool = False) -> float:
@@ -122,10 +191,21 @@ def next_token_loss(model, windows: list[list[int]], shuffle_contexts: bool = Fa
 @pytest.mark.slow
 def test_tiny_bert_learns_the_next_character_of_a_real_novel(shared_data, tmp_path, capsys):
     out = tmp_path / "run"
-    metrics = mlm("--config", REPO / "recipes/configs/bert/mlm_tiny.yaml", "--output_dir", out,
-                  "--eval_on_start", "true", "--disable_tqdm", "true")
-    evals = [h["eval_loss"] for h in json.loads((out / "trainer_state.json").read_text())["log_history"]
-             if "eval_loss" in h]
+    metrics = mlm(
+        "--config",
+        REPO / "recipes/configs/bert/mlm_tiny.yaml",
+        "--output_dir",
+        out,
+        "--eval_on_start",
+        "true",
+        "--disable_tqdm",
+        "true",
+    )
+    evals = [
+        h["eval_loss"]
+        for h in json.loads((out / "trainer_state.json").read_text())["log_history"]
+        if "eval_loss" in h
+    ]
     start, end = evals[0], metrics["eval_loss"]
     report = [f"eval next-token loss {start:.3f} -> {end:.3f}"]
     assert start > 9.5  # ~ln(21,128): untrained
@@ -141,7 +221,9 @@ def test_tiny_bert_learns_the_next_character_of_a_real_novel(shared_data, tmp_pa
     assert own < other - 0.05, (own, other)
 
     # ... and writes through the shared generate path and the CLI
-    results = generate(model, tok, ["宝玉笑道：", "黛玉听了，"], GenerationSettings(do_sample=False, max_new_tokens=20))
+    results = generate(
+        model, tok, ["宝玉笑道：", "黛玉听了，"], GenerationSettings(do_sample=False, max_new_tokens=20)
+    )
     report += [r.prompt + r.text for r in results]
     with capsys.disabled():
         print("\n" + "\n".join(report))

@@ -31,8 +31,14 @@ def test_build_both_families(tiny_tokenizer, family, cls):
 
 
 def test_qwen2_gqa_and_sizes(tiny_tokenizer):
-    args = ModelArguments(model_family="qwen2", num_key_value_heads=2, intermediate_size=48, vocab_pad_multiple=1,
-                          tie_word_embeddings=False, **TINY)
+    args = ModelArguments(
+        model_family="qwen2",
+        num_key_value_heads=2,
+        intermediate_size=48,
+        vocab_pad_multiple=1,
+        tie_word_embeddings=False,
+        **TINY,
+    )
     model = build_model(args, tiny_tokenizer)
     cfg = model.config
     assert (cfg.num_key_value_heads, cfg.intermediate_size, cfg.vocab_size) == (2, 48, len(tiny_tokenizer))
@@ -41,14 +47,17 @@ def test_qwen2_gqa_and_sizes(tiny_tokenizer):
     assert count_parameters(model) > count_parameters(model, exclude_embeddings=True)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(model_family="llama"), "unknown model_family"),
-    (dict(model_family="qwen2", num_attention_heads=3), "not divisible"),
-    (dict(model_family="qwen2", num_key_value_heads=3), "multiple of num_key_value_heads"),
-    (dict(model_family="gpt2", num_key_value_heads=2), "no grouped-query attention"),
-    (dict(model_family="qwen2", attn_implementation="flash_attention_2"), "needs the flash_attn package"),
-    (dict(model_family="qwen2", attn_implementation="fast"), "unknown attn_implementation"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model_family="llama"), "unknown model_family"),
+        (dict(model_family="qwen2", num_attention_heads=3), "not divisible"),
+        (dict(model_family="qwen2", num_key_value_heads=3), "multiple of num_key_value_heads"),
+        (dict(model_family="gpt2", num_key_value_heads=2), "no grouped-query attention"),
+        (dict(model_family="qwen2", attn_implementation="flash_attention_2"), "needs the flash_attn package"),
+        (dict(model_family="qwen2", attn_implementation="fast"), "unknown attn_implementation"),
+    ],
+)
 def test_bad_model_configs(tiny_tokenizer, kwargs, message):
     args = ModelArguments(**{**TINY, **kwargs})
     with pytest.raises(ModelConfigError, match=message):
@@ -71,8 +80,12 @@ def test_attention_choice_logged_once(caplog, monkeypatch):
 
 def test_sdpa_and_eager_agree(tiny_tokenizer):
     torch.manual_seed(0)
-    sdpa = build_model(ModelArguments(model_family="qwen2", attn_implementation="sdpa", **TINY), tiny_tokenizer)
-    eager = build_model(ModelArguments(model_family="qwen2", attn_implementation="eager", **TINY), tiny_tokenizer)
+    sdpa = build_model(
+        ModelArguments(model_family="qwen2", attn_implementation="sdpa", **TINY), tiny_tokenizer
+    )
+    eager = build_model(
+        ModelArguments(model_family="qwen2", attn_implementation="eager", **TINY), tiny_tokenizer
+    )
     eager.load_state_dict(sdpa.state_dict())
     ids = torch.randint(3, len(tiny_tokenizer), (2, 16))
     assert torch.allclose(sdpa(ids, labels=ids).loss, eager(ids, labels=ids).loss, atol=1e-5)

@@ -19,7 +19,9 @@ def random_docs(seed: int, n: int = 40) -> list[list[int]]:
 def test_every_token_and_boundary_survives(block_size, seed):
     docs = random_docs(seed)
     stream = [tok for doc in docs for tok in doc + [SEP]]
-    blocks = pack_dataset(Dataset.from_dict({"input_ids": [d + [SEP] for d in docs]}), block_size)["input_ids"]
+    blocks = pack_dataset(Dataset.from_dict({"input_ids": [d + [SEP] for d in docs]}), block_size)[
+        "input_ids"
+    ]
     assert all(len(b) == block_size for b in blocks[:-1]) and 2 <= len(blocks[-1]) <= block_size
     flat = [tok for block in blocks for tok in block]
     lost = len(stream) - len(flat)

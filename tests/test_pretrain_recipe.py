@@ -15,10 +15,36 @@ from mini_lm.tokenization import TokenizerError, load_tokenizer
 from .conftest import REPO, run_module_main
 
 RECIPE = REPO / "recipes/pretrain.py"
-TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "64", "--block_size", "32", "--tokenizer_vocab_size", "320",
-        "--per_device_train_batch_size", "4", "--logging_steps", "2", "--disable_tqdm", "true",
-        "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no", "--probe", "false"]
+TINY = [
+    "--model_family",
+    "qwen2",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--max_position_embeddings",
+    "64",
+    "--block_size",
+    "32",
+    "--tokenizer_vocab_size",
+    "320",
+    "--per_device_train_batch_size",
+    "4",
+    "--logging_steps",
+    "2",
+    "--disable_tqdm",
+    "true",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--probe",
+    "false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +63,18 @@ def history(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_tiny_qwen2_learns_a_real_corpus_and_reloads_with_plain_transformers(shared_data, tmp_path):
     out = tmp_path / "run"
-    metrics = pretrain("--config", REPO / "recipes/configs/qwen2/pretrain_tiny.yaml", "--output_dir", out,
-                       "--eval_on_start", "true", "--disable_tqdm", "true", "--save_steps", "150")
+    metrics = pretrain(
+        "--config",
+        REPO / "recipes/configs/qwen2/pretrain_tiny.yaml",
+        "--output_dir",
+        out,
+        "--eval_on_start",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--save_steps",
+        "150",
+    )
     evals = [h["eval_loss"] for h in history(out) if "eval_loss" in h]
     start, end = evals[0], metrics["eval_loss"]
     print(f"eval loss {start:.3f} -> {end:.3f}")
@@ -57,7 +93,7 @@ def test_tiny_qwen2_learns_a_real_corpus_and_reloads_with_plain_transformers(sha
     assert tokenizer(text)["input_ids"] == load_tokenizer(out / "tokenizer")(text)["input_ids"]
     prompt = tokenizer("宝玉", return_tensors="pt")
     generated = model.generate(**prompt, max_new_tokens=20, do_sample=False)
-    continuation = tokenizer.decode(generated[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    continuation = tokenizer.decode(generated[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     print("宝玉" + continuation)
     assert len(continuation) >= 3 and any("\u4e00" <= ch <= "\u9fff" for ch in continuation)
 
@@ -68,8 +104,19 @@ def test_reports_to_wandb_offline_and_tensorboard_with_mfu(bios, tmp_path, monke
     monkeypatch.setenv("WANDB_API_KEY", "")
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     out = tmp_path / "run"
-    pretrain(*TINY, "--train_files", bios, "--output_dir", out, "--max_steps", "6",
-             "--report_to", "wandb,tensorboard", "--peak_tflops", "0.001")
+    pretrain(
+        *TINY,
+        "--train_files",
+        bios,
+        "--output_dir",
+        out,
+        "--max_steps",
+        "6",
+        "--report_to",
+        "wandb,tensorboard",
+        "--peak_tflops",
+        "0.001",
+    )
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert runs and runs[0].stat().st_size > 0
     assert list((out / "runs").rglob("events.out.tfevents.*"))
@@ -79,7 +126,17 @@ def test_reports_to_wandb_offline_and_tensorboard_with_mfu(bios, tmp_path, monke
 
 def test_resume_continues_and_fresh_run_refuses_old_dir(bios, tmp_path):
     out = tmp_path / "run"
-    common = [*TINY, "--train_files", bios, "--output_dir", out, "--save_strategy", "steps", "--save_steps", "4"]
+    common = [
+        *TINY,
+        "--train_files",
+        bios,
+        "--output_dir",
+        out,
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "4",
+    ]
     pretrain(*common, "--max_steps", "4")
     assert (out / "checkpoint-4").is_dir()
     with pytest.raises(FileExistsError, match="checkpoint-4.*resume_from_checkpoint last"):
@@ -90,7 +147,9 @@ def test_resume_continues_and_fresh_run_refuses_old_dir(bios, tmp_path):
     pretrain(*common, "--max_steps", "2", "--overwrite_output_dir", "true")
 
 
-@pytest.mark.parametrize("case", ["missing_corpus", "empty_corpus", "unknown_key", "bad_tokenizer_dir", "no_tokenizer"])
+@pytest.mark.parametrize(
+    "case", ["missing_corpus", "empty_corpus", "unknown_key", "bad_tokenizer_dir", "no_tokenizer"]
+)
 def test_bad_input_fails_clearly(case, bios, tmp_path):
     out = ["--output_dir", str(tmp_path / "out")]
     if case == "missing_corpus":

@@ -15,10 +15,34 @@ from mini_lm.probing import ProbeConfigError, load_questions
 from .conftest import REPO, run_module_main
 
 RECIPE = REPO / "recipes/pretrain.py"
-TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "128", "--block_size", "32", "--tokenizer_vocab_size", "320",
-        "--per_device_train_batch_size", "4", "--logging_steps", "1", "--disable_tqdm", "true",
-        "--eval_strategy", "no", "--save_strategy", "steps", "--probe_max_new_tokens", "8"]
+TINY = [
+    "--model_family",
+    "qwen2",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--max_position_embeddings",
+    "128",
+    "--block_size",
+    "32",
+    "--tokenizer_vocab_size",
+    "320",
+    "--per_device_train_batch_size",
+    "4",
+    "--logging_steps",
+    "1",
+    "--disable_tqdm",
+    "true",
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "steps",
+    "--probe_max_new_tokens",
+    "8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +64,11 @@ def keys(records) -> list[tuple]:
 
 def wandb_rows(run_dir: Path) -> list[list]:
     """Rows of every probe table increment one offline W&B run wrote."""
-    return [row for f in sorted(run_dir.glob("files/media/table/probe/answers_*.table.json"))
-            for row in json.loads(f.read_text())["data"]]
+    return [
+        row
+        for f in sorted(run_dir.glob("files/media/table/probe/answers_*.table.json"))
+        for row in json.loads(f.read_text())["data"]
+    ]
 
 
 @pytest.mark.slow
@@ -55,8 +82,19 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     out = tmp_path / "run"
     questions = load_questions(world["probe_questions"])
     per_checkpoint = len(questions) * 2  # greedy + sampled
-    common = [*TINY, "--train_files", world["bios"], "--output_dir", out, "--save_steps", "3",
-              "--probe_questions", world["probe_questions"], "--report_to", "wandb,tensorboard"]
+    common = [
+        *TINY,
+        "--train_files",
+        world["bios"],
+        "--output_dir",
+        out,
+        "--save_steps",
+        "3",
+        "--probe_questions",
+        world["probe_questions"],
+        "--report_to",
+        "wandb,tensorboard",
+    ]
     pretrain(*common, "--max_steps", "6")
 
     for step in (3, 6):
@@ -66,7 +104,9 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     assert len(run_level) == 2 * per_checkpoint and len(set(keys(run_level))) == len(run_level)
     first = run_level[0]
     assert first["settings"]["max_new_tokens"] == 8 and first["train_loss"] > 0
-    assert {"distinct_2", "repeated_4gram_rate", "longest_loop_units", "eos", "knowledge_contains"} <= set(first)
+    assert {"distinct_2", "repeated_4gram_rate", "longest_loop_units", "eos", "knowledge_contains"} <= set(
+        first
+    )
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert len(wandb_rows(wandb_run)) == 2 * per_checkpoint
     assert _tensorboard_text_steps(out) == [3, 6]
@@ -75,7 +115,11 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
 
     # A crash while checkpoint-6 was being probed: its entries never made it, a line is torn, and an
     # abandoned later timeline left an entry. Resuming must re-probe 6, drop step 99, keep step 3.
-    kept = [line for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines() if '"step": 3,' in line]
+    kept = [
+        line
+        for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()
+        if '"step": 3,' in line
+    ]
     stale = json.dumps({**first, "step": 99})
     (out / "probes.jsonl").write_text("\n".join([*kept, stale]) + '\n{"step": 6, "mo', encoding="utf-8")
     pretrain(*common, "--max_steps", "9", "--resume_from_checkpoint", "last")
@@ -90,8 +134,11 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     # offline, same questions and settings (probe_config.json): the same answers as during training
     during = {r["question_id"] + r["mode"] + r["decoding"]: r["answer"] for r in run_level if r["step"] == 9}
     assert cli(["probe", str(out), "--steps", "9"]) == 0
-    after = {r["question_id"] + r["mode"] + r["decoding"]: r["answer"] for r in lines(out / "probes.jsonl")
-             if r["step"] == 9}
+    after = {
+        r["question_id"] + r["mode"] + r["decoding"]: r["answer"]
+        for r in lines(out / "probes.jsonl")
+        if r["step"] == 9
+    }
     assert after == during and len(lines(out / "probes.jsonl")) == 3 * per_checkpoint  # replaced, not added
 
     # offline: new questions for one checkpoint merge in; the report reads everything
@@ -100,12 +147,16 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
     assert cli(["probe", str(out), "--steps", "9", "--questions", str(extra), "--decoding", "greedy"]) == 0
     run_level = lines(out / "probes.jsonl")
     assert len(run_level) == 3 * per_checkpoint + 1 and ("李娜在", "greedy") in {
-        (r["question_id"], r["decoding"]) for r in run_level if r["step"] == 9}
+        (r["question_id"], r["decoding"]) for r in run_level if r["step"] == 9
+    }
     assert cli(["report", str(out)]) == 0
     report = (out / "report/report.md").read_text(encoding="utf-8")
     for step in (3, 6, 9):
         assert f"### Step {step} | Loss: " in report
-    assert "[Naxue Tang was born in] → Naxue Tang was born in" in report and "| knowledge raw/heldout |" in report
+    assert (
+        "[Naxue Tang was born in] → Naxue Tang was born in" in report
+        and "| knowledge raw/heldout |" in report
+    )
     for png in ("loss.png", "repetition.png", "knowledge.png"):
         data = (out / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
@@ -132,9 +183,27 @@ def test_probing_does_not_change_training(world, tmp_path, monkeypatch):
 
     def losses(name, *extra):
         out = tmp_path / name
-        pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "6", "--save_steps", "2",
-                 "--dropout", "0.1", "--report_to", "none", *extra)
-        return [h["loss"] for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+        pretrain(
+            *TINY,
+            "--train_files",
+            world["bios"],
+            "--output_dir",
+            out,
+            "--max_steps",
+            "6",
+            "--save_steps",
+            "2",
+            "--dropout",
+            "0.1",
+            "--report_to",
+            "none",
+            *extra,
+        )
+        return [
+            h["loss"]
+            for h in json.loads((out / "trainer_state.json").read_text())["log_history"]
+            if "loss" in h
+        ]
 
     without = losses("without", "--probe", "false")
     assert not (tmp_path / "without/probes.jsonl").exists()
@@ -148,14 +217,51 @@ def test_bad_probe_config_fails_before_training(world, tmp_path, caplog):
     bad.write_text("questions:\n  - {prompt: a, expected: b, wrong: c}\n", encoding="utf-8")
     out = tmp_path / "run"
     with pytest.raises(ProbeConfigError, match=r"bad\.yaml: question 1: unknown field"):
-        pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "2",
-                 "--save_steps", "2", "--report_to", "none", "--probe_questions", bad)
+        pretrain(
+            *TINY,
+            "--train_files",
+            world["bios"],
+            "--output_dir",
+            out,
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "2",
+            "--report_to",
+            "none",
+            "--probe_questions",
+            bad,
+        )
     assert not (out / "checkpoint-2").exists()
     with pytest.raises(ProbeConfigError, match="exceeds the model's 128 positions"):
-        pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "2",
-                 "--save_steps", "2", "--report_to", "none", "--probe_max_new_tokens", "120")
-    pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "1",
-             "--save_strategy", "no", "--report_to", "none")
+        pretrain(
+            *TINY,
+            "--train_files",
+            world["bios"],
+            "--output_dir",
+            out,
+            "--max_steps",
+            "2",
+            "--save_steps",
+            "2",
+            "--report_to",
+            "none",
+            "--probe_max_new_tokens",
+            "120",
+        )
+    pretrain(
+        *TINY,
+        "--train_files",
+        world["bios"],
+        "--output_dir",
+        out,
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+    )
     assert "save_strategy=no: no checkpoint will be written" in caplog.text
 
 
@@ -167,8 +273,19 @@ def test_a_failing_probe_is_logged_and_training_goes_on(world, tmp_path, monkeyp
 
     monkeypatch.setattr(probe_module, "probe_checkpoint", broken)
     out = tmp_path / "run"
-    pretrain(*TINY, "--train_files", world["bios"], "--output_dir", out, "--max_steps", "2", "--save_steps", "1",
-             "--report_to", "none")
+    pretrain(
+        *TINY,
+        "--train_files",
+        world["bios"],
+        "--output_dir",
+        out,
+        "--max_steps",
+        "2",
+        "--save_steps",
+        "1",
+        "--report_to",
+        "none",
+    )
     assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
     assert caplog.text.count("probe of checkpoint-") == 2 and "simulated" in caplog.text
     assert not (out / "probes.jsonl").exists()

@@ -22,8 +22,17 @@ def known(tiny_bert_tokenizer):
     """(model, tokenizer, best-first token ids) with logits log(PROBS) on those ids, -30 elsewhere."""
     tok = tiny_bert_tokenizer
     torch.manual_seed(0)
-    model = build_model(ModelArguments(model_family="bert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                       max_position_embeddings=64, vocab_pad_multiple=1), tok)
+    model = build_model(
+        ModelArguments(
+            model_family="bert",
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            vocab_pad_multiple=1,
+        ),
+        tok,
+    )
     chars = [tok.convert_tokens_to_ids(c) for c in "宝玉笑道黛"]
     bias = torch.full((model.config.vocab_size,), -30.0)
     bias[chars] = torch.log(torch.tensor(PROBS))
@@ -86,22 +95,29 @@ def test_greedy_and_repetition_penalty(known):
     # HF's penalty multiplies a seen token's (negative) logit by 2: log 0.40 = -0.92 -> -1.83, now below
     # log 0.25 = -1.39, so the 2nd token is the runner-up; then -1.83 beats log 0.15 = -1.90 and the
     # best token returns for good (the penalty does not grow with the count).
-    penalized = generate(model, tok, ["你们来了"], GenerationSettings(do_sample=False, max_new_tokens=6,
-                                                                       repetition_penalty=2.0))[0]
+    penalized = generate(
+        model,
+        tok,
+        ["你们来了"],
+        GenerationSettings(do_sample=False, max_new_tokens=6, repetition_penalty=2.0),
+    )[0]
     assert penalized.token_ids == [chars[0], chars[1]] + [chars[0]] * 4
     assert 2 * math.log(0.40) > math.log(0.15)
 
 
 def test_stop_tokens_and_lengths(known):
     model, tok, chars = known
-    stop_at_second = GenerationSettings(do_sample=False, max_new_tokens=8, repetition_penalty=2.0,
-                                        stop_token_ids=[chars[1]])
+    stop_at_second = GenerationSettings(
+        do_sample=False, max_new_tokens=8, repetition_penalty=2.0, stop_token_ids=[chars[1]]
+    )
     result = generate(model, tok, ["你们"], stop_at_second)[0]
     assert result.token_ids == chars[:2] and result.stopped  # the stop token is kept and ends the row
     assert result.text == "宝玉"
     free = generate(model, tok, ["你们"], GenerationSettings(do_sample=False, max_new_tokens=8))[0]
     assert len(free.token_ids) == 8 and not free.stopped
     # min_new_tokens hides the stop token until then (HF's MinNewTokensLengthLogitsProcessor)
-    at_least = GenerationSettings(do_sample=False, max_new_tokens=8, min_new_tokens=4, stop_token_ids=[chars[0]])
+    at_least = GenerationSettings(
+        do_sample=False, max_new_tokens=8, min_new_tokens=4, stop_token_ids=[chars[0]]
+    )
     forced = generate(model, tok, ["你们"], at_least)[0]
     assert forced.token_ids == [chars[1]] * 4 + [chars[0]] and forced.stopped

@@ -22,8 +22,10 @@ from mini_lm.tokenization import CHATML_TEMPLATE, IM_END, load_tokenizer, train_
 SFT_FILES = ["alpaca_zh_demo.json", "sharegpt_zh_1k.jsonl", "v1_sft_demo.jsonl", "identity.json"]
 NO_LIMIT = 1 << 20
 PLACEHOLDERS = {"name": "MiniLM", "author": "mini_lm"}
-CODE_ANSWER = ("Here is the function:\n\n```python\ndef add(a, b):\n    \"\"\"Sum.\"\"\"\n    return a + b\n```\n\n"
-               "Line after the code.\nAnd a last line.")
+CODE_ANSWER = (
+    'Here is the function:\n\n```python\ndef add(a, b):\n    """Sum."""\n    return a + b\n```\n\n'
+    "Line after the code.\nAnd a last line."
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,10 @@ def trained(trained_dir):
 def convo(*pairs, system=None):
     out = [{"role": "system", "content": system, "loss_weight": 1.0}] if system else []
     for q, a in pairs:
-        out += [{"role": "user", "content": q, "loss_weight": 1.0}, {"role": "assistant", "content": a,
-                                                                     "loss_weight": 1.0}]
+        out += [
+            {"role": "user", "content": q, "loss_weight": 1.0},
+            {"role": "assistant", "content": a, "loss_weight": 1.0},
+        ]
     return out
 
 
@@ -95,12 +99,16 @@ def test_every_real_conversation_renders_and_masks_exactly(name, tokenizer, shar
     # pieces are tokenized alone, yet the ids equal the template's own full-text tokenization
     sample = encoded.select(range(0, len(encoded), 25))
     for row in sample:
-        assert tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"] == \
-            row["input_ids"]
+        assert (
+            tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
+            == row["input_ids"]
+        )
 
 
 def test_qwen_identity_sample_token_by_token(qwen, shared_data):
-    chat = load_conversations([str(shared_data / "sft/identity.json")], LoadOptions(placeholders=PLACEHOLDERS))
+    chat = load_conversations(
+        [str(shared_data / "sft/identity.json")], LoadOptions(placeholders=PLACEHOLDERS)
+    )
     messages = {r["record"]: r["messages"] for r in chat.dataset}[f"{shared_data}/sft/identity.json record 1"]
     row = encode_conversation(qwen, messages, NO_LIMIT, EndOfTurn.of(qwen))
     ids, labels = row["input_ids"], row["labels"]
@@ -110,13 +118,15 @@ def test_qwen_identity_sample_token_by_token(qwen, shared_data):
     assert ids[:3] == [im_start, system, nl]
     header = ids.index(assistant) + 2  # first answer token, after "<|im_start|>assistant\n"
     user_at = ids.index(user)
-    assert ids[user_at - 1: user_at + 4] == [im_start, user, nl, qwen.convert_tokens_to_ids("hi"), im_end]
-    assert ids[header - 3: header] == [im_start, assistant, nl]
+    assert ids[user_at - 1 : user_at + 4] == [im_start, user, nl, qwen.convert_tokens_to_ids("hi"), im_end]
+    assert ids[header - 3 : header] == [im_start, assistant, nl]
     assert all(label == IGNORE for label in labels[:header])  # system, user, both headers
     assert labels[header:-1] == ids[header:-1] and ids[-2] == im_end  # answer ... <|im_end|> supervised
     assert ids[-1] == nl and labels[-1] == IGNORE  # the newline after <|im_end|> is template text
-    assert qwen.decode(ids[header:-1]) == \
-        "Hello! I am MiniLM, an AI assistant developed by mini_lm. How can I assist you today?<|im_end|>"
+    assert (
+        qwen.decode(ids[header:-1])
+        == "Hello! I am MiniLM, an AI assistant developed by mini_lm. How can I assist you today?<|im_end|>"
+    )
 
 
 @pytest.mark.parametrize("tokenizer", ["qwen", "trained"])
@@ -124,14 +134,19 @@ def test_multi_line_and_code_answers_fully_supervised(tokenizer, request):
     """The bug elsewhere: masking by searching for a response marker that tokenizes to a bare
     newline supervises only the last line. Every line of every answer must be a target."""
     tok = request.getfixturevalue(tokenizer)
-    messages = convo(("写一个函数", CODE_ANSWER), ("再说一遍\n两行", "第一行\n第二行\n\n第三行"), system="你是助手")
+    messages = convo(
+        ("写一个函数", CODE_ANSWER), ("再说一遍\n两行", "第一行\n第二行\n\n第三行"), system="你是助手"
+    )
     row = encode_conversation(tok, messages, NO_LIMIT, EndOfTurn.of(tok))
     assert_labels_exact(tok, messages, row)
     first = tok.decode(supervised_runs(row)[0])
     for line in CODE_ANSWER.splitlines():
         assert line in first
-    n_answer_tokens = sum(len(tok(m["content"], add_special_tokens=False)["input_ids"]) + 1
-                          for m in messages if m["role"] == "assistant")
+    n_answer_tokens = sum(
+        len(tok(m["content"], add_special_tokens=False)["input_ids"]) + 1
+        for m in messages
+        if m["role"] == "assistant"
+    )
     assert row["n_supervised"] == n_answer_tokens
 
 
@@ -151,7 +166,9 @@ def test_answer_with_leading_whitespace_is_tokenized_as_at_inference(trained):
     """Pieces are tokenized alone: the prompt ends exactly as the generation prompt does."""
     messages = convo(("q", "\n\n  indented answer"))
     row = encode_conversation(trained, messages, NO_LIMIT, EndOfTurn.of(trained))
-    prompt = trained(render(trained, messages[:1], generation_prompt=True), add_special_tokens=False)["input_ids"]
+    prompt = trained(render(trained, messages[:1], generation_prompt=True), add_special_tokens=False)[
+        "input_ids"
+    ]
     assert row["input_ids"][: len(prompt)] == prompt
     assert trained.decode(supervised_runs(row)[0]) == "\n\n  indented answer" + IM_END
 
@@ -169,8 +186,10 @@ def test_loss_weight_zero_turn_is_context_only(trained):
     row = encode_conversation(trained, messages, NO_LIMIT, EndOfTurn.of(trained))
     assert [trained.decode(r) for r in supervised_runs(row)] == ["new answer" + IM_END]
     messages[3]["loss_weight"] = 0.0
-    assert encode_conversation(trained, messages, NO_LIMIT, EndOfTurn.of(trained))["drop"] == \
-        "no supervised assistant turn"
+    assert (
+        encode_conversation(trained, messages, NO_LIMIT, EndOfTurn.of(trained))["drop"]
+        == "no supervised assistant turn"
+    )
 
 
 # --------------------------------------------------------------------------- truncation
@@ -203,7 +222,9 @@ def test_truncation_of_first_exchange_keeps_partial_answer_or_drops(trained):
 
 def test_tokenizer_without_chat_template_and_none_configured(shared_data):
     gpt2 = load_tokenizer(shared_data / "tokenizers/gpt2")
-    with pytest.raises(ChatTemplateError, match="has no chat template and none is configured: set chat_template"):
+    with pytest.raises(
+        ChatTemplateError, match="has no chat template and none is configured: set chat_template"
+    ):
         set_chat_template(gpt2, None)
 
 
@@ -226,8 +247,10 @@ def test_template_from_file_and_errors(trained_dir, tmp_path):
     with pytest.raises(ChatTemplateError, match="no such file"):
         set_chat_template(tok, str(tmp_path / "missing.jinja"))
     # a template that rewrites earlier turns cannot be used to locate answers
-    unstable = ("{% for m in messages %}{{ m['role'] }}{{ loop.length }}:{{ m['content'] }}<|im_end|>{% endfor %}"
-                "{% if add_generation_prompt %}assistant:{% endif %}")
+    unstable = (
+        "{% for m in messages %}{{ m['role'] }}{{ loop.length }}:{{ m['content'] }}<|im_end|>{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
     set_chat_template(tok, unstable)
     with pytest.raises(ChatTemplateError, match="not prefix-stable"):
         encode_conversation(tok, messages, NO_LIMIT, EndOfTurn.of(tok))
@@ -261,8 +284,10 @@ def test_audit_fails_when_every_sample_is_too_long(trained):
 
 def test_audit_fails_when_no_end_of_turn_is_supervised(trained_dir):
     tok = load_tokenizer(trained_dir)
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     audit = audit_of(tok, [convo(("q", "a"))])
     assert audit.supervised > 0 and audit.answers_closed == 0
     with pytest.raises(LabelAuditError, match="never learn to stop"):

@@ -41,9 +41,15 @@ def conversations(seed: int, n: int = 10, vocab: int = 300) -> list[dict]:
 
 def tiny_model(tokenizer, family: str, attn: str):
     torch.manual_seed(0)
-    args = ModelArguments(model_family=family, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2 if family == "qwen2" else None, max_position_embeddings=128,
-                          attn_implementation=attn)
+    args = ModelArguments(
+        model_family=family,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2 if family == "qwen2" else None,
+        max_position_embeddings=128,
+        attn_implementation=attn,
+    )
     return build_model(args, tokenizer).train()  # train mode: use_cache is on by default there too
 
 
@@ -53,8 +59,9 @@ def token_losses(model, batch, boundaries: torch.Tensor | None = None) -> dict[t
     Conversations are found where ``boundaries`` (default: the batch's position_ids) restart at 0."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits  # (B, T, V)
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
-                                               ignore_index=IGNORE, reduction="none")  # (B, T-1)
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], ignore_index=IGNORE, reduction="none"
+    )  # (B, T-1)
     out = {}
     positions = boundaries if boundaries is not None else batch.get("position_ids")
     for r in range(batch["input_ids"].shape[0]):
@@ -73,7 +80,9 @@ def strip_padding(losses: dict, features: list[dict]) -> dict:
     """Padded rows carry pad tokens in their key: map back to the unpadded conversation."""
     by_prefix = {}
     for (key, t), value in losses.items():
-        conv = next(tuple(f["input_ids"]) for f in features if key[: len(f["input_ids"])] == tuple(f["input_ids"]))
+        conv = next(
+            tuple(f["input_ids"]) for f in features if key[: len(f["input_ids"])] == tuple(f["input_ids"])
+        )
         by_prefix[(conv, t)] = value
     return by_prefix
 
@@ -104,7 +113,9 @@ def test_packed_equals_padded_per_token_loss_and_gradients(tiny_tokenizer, famil
     assert batch["input_ids"].shape[0] < len(features)  # several conversations share a row
     packed = token_losses(model, batch)
     keys = sorted(padded)
-    assert set(packed) == set(padded) and len(keys) == sum(sum(x != IGNORE for x in f["labels"]) for f in features)
+    assert set(packed) == set(padded) and len(keys) == sum(
+        sum(x != IGNORE for x in f["labels"]) for f in features
+    )
     per_token = torch.stack([(packed[k] - padded[k]).abs() for k in keys])
     assert per_token.max() < 1e-5, per_token.max()
     loss_padded, grads_padded = loss_and_grads(model, padded, keys)
@@ -159,16 +170,19 @@ def test_runtime_check_passes_and_catches_leaks(tiny_tokenizer):
 
 
 def test_padded_collator():
-    batch = SFTCollator(PAD, pad_to_multiple_of=4)([{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]},
-                                                    {"input_ids": [8], "labels": [8]}])
+    batch = SFTCollator(PAD, pad_to_multiple_of=4)(
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE], [8, IGNORE, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]] and batch["use_cache"] is False
 
 
 def test_packed_collator_pads_with_a_separate_segment():
-    rows = [{"input_ids": [1, 2, 3, 4, 5], "labels": [IGNORE, 2, 3, IGNORE, 5], "position_ids": [0, 1, 2, 0, 1]},
-            {"input_ids": [6, 7], "labels": [IGNORE, 7], "position_ids": [0, 1]}]
+    rows = [
+        {"input_ids": [1, 2, 3, 4, 5], "labels": [IGNORE, 2, 3, IGNORE, 5], "position_ids": [0, 1, 2, 0, 1]},
+        {"input_ids": [6, 7], "labels": [IGNORE, 7], "position_ids": [0, 1]},
+    ]
     batch = PackedCollator(PAD)(rows)
     assert "attention_mask" not in batch
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]

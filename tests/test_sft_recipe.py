@@ -29,9 +29,22 @@ PRETRAIN = REPO / "recipes/pretrain.py"
 SCRATCH = REPO / "recipes/configs/qwen2/sft_tiny_scratch.yaml"
 NO_EVAL = ["--eval_strategy", "no", "--validation_split", "0"]
 QUIET = ["--disable_tqdm", "true", "--report_to", "none", "--save_strategy", "no", *NO_EVAL]
-TINY = ["--hidden_size", "64", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--num_key_value_heads", "2", "--intermediate_size", "128", "--max_position_embeddings", "128",
-        "--max_length", "128"]
+TINY = [
+    "--hidden_size",
+    "64",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--num_key_value_heads",
+    "2",
+    "--intermediate_size",
+    "128",
+    "--max_position_embeddings",
+    "128",
+    "--max_length",
+    "128",
+]
 
 
 def sft(*argv):
@@ -46,7 +59,9 @@ def ask(model_dir, question: str, max_new_tokens: int = 48):
     model, tok = load_for_generation(str(model_dir))
     prompt = render_chat_prompt(tok, [{"role": "user", "content": question}])
     assert prompt.endswith("<|im_start|>assistant\n")
-    result = generate(model, tok, [prompt], GenerationSettings(do_sample=False, max_new_tokens=max_new_tokens))[0]
+    result = generate(
+        model, tok, [prompt], GenerationSettings(do_sample=False, max_new_tokens=max_new_tokens)
+    )[0]
     return result, tok
 
 
@@ -59,20 +74,69 @@ def world(tmp_path_factory) -> dict:
 def pretrained(world, tmp_path_factory) -> Path:
     """A (barely) pretrained tiny Qwen2 dir from the pretraining recipe: weights + its own tokenizer."""
     out = tmp_path_factory.mktemp("pretrain")
-    run_module_main(PRETRAIN, [str(a) for a in [
-        "--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "128", "--block_size", "64", "--tokenizer_vocab_size", "500",
-        "--train_files", world["bios"], "--per_device_train_batch_size", "4", "--max_steps", "4",
-        "--output_dir", out, "--overwrite_output_dir", "true", *QUIET[:6]]])
+    run_module_main(
+        PRETRAIN,
+        [
+            str(a)
+            for a in [
+                "--model_family",
+                "qwen2",
+                "--hidden_size",
+                "32",
+                "--num_hidden_layers",
+                "2",
+                "--num_attention_heads",
+                "4",
+                "--max_position_embeddings",
+                "128",
+                "--block_size",
+                "64",
+                "--tokenizer_vocab_size",
+                "500",
+                "--train_files",
+                world["bios"],
+                "--per_device_train_batch_size",
+                "4",
+                "--max_steps",
+                "4",
+                "--output_dir",
+                out,
+                "--overwrite_output_dir",
+                "true",
+                *QUIET[:6],
+            ]
+        ],
+    )
     return out
 
 
 @pytest.mark.slow
 def test_sft_from_scratch_learns_real_data_answers_in_chatml_and_stops(shared_data, tmp_path):
     out = tmp_path / "scratch"
-    sft("--config", SCRATCH, *TINY, "--train_files", shared_data / "sft/identity.json", "--mix_weights", "1",
-        "--tokenizer_vocab_size", "700", "--per_device_train_batch_size", "8", "--max_steps", "300",
-        "--learning_rate", "3e-3", "--warmup_steps", "20", "--logging_steps", "10", "--output_dir", out, *QUIET)
+    sft(
+        "--config",
+        SCRATCH,
+        *TINY,
+        "--train_files",
+        shared_data / "sft/identity.json",
+        "--mix_weights",
+        "1",
+        "--tokenizer_vocab_size",
+        "700",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "300",
+        "--learning_rate",
+        "3e-3",
+        "--warmup_steps",
+        "20",
+        "--logging_steps",
+        "10",
+        "--output_dir",
+        out,
+        *QUIET,
+    )
     losses = [h["loss"] for h in history(out) if "loss" in h]
     print(f"supervised-token loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses) * 10} steps")
     assert len(losses) == 30 and losses[-1] < 0.25 * losses[0], losses
@@ -89,10 +153,31 @@ def test_sft_from_scratch_learns_real_data_answers_in_chatml_and_stops(shared_da
 def test_sft_from_pretraining_checkpoint_packed(pretrained, world, tmp_path, caplog):
     out = tmp_path / "sft"
     with caplog.at_level("INFO", logger="mini_lm"):
-        sft("--config", REPO / "recipes/configs/quickstart/sft.yaml", "--model_name_or_path", pretrained,
-            "--train_files", world["qa_sft"], "--output_dir", out, "--max_steps", "8", "--logging_steps", "4",
-            "--per_device_train_batch_size", "4", *QUIET, "--save_strategy", "steps", "--save_steps", "4",
-            "--probe_questions", world["probe_questions"], "--probe_max_new_tokens", "8")
+        sft(
+            "--config",
+            REPO / "recipes/configs/quickstart/sft.yaml",
+            "--model_name_or_path",
+            pretrained,
+            "--train_files",
+            world["qa_sft"],
+            "--output_dir",
+            out,
+            "--max_steps",
+            "8",
+            "--logging_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "4",
+            *QUIET,
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "4",
+            "--probe_questions",
+            world["probe_questions"],
+            "--probe_max_new_tokens",
+            "8",
+        )
     assert "packed rows with position_ids restarting per conversation" in caplog.text
     assert "packed-attention check passed" in caplog.text
     info = json.loads((out / "run_info.json").read_text())
@@ -105,15 +190,40 @@ def test_sft_from_pretraining_checkpoint_packed(pretrained, world, tmp_path, cap
     probes = [json.loads(line) for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted({p["step"] for p in probes}) == [4, 8]
     chat = [p for p in probes if p["mode"] == "chat"]
-    assert {(p["step"], p["decoding"]) for p in chat} == {(4, "greedy"), (4, "sampled"), (8, "greedy"), (8, "sampled")}
+    assert {(p["step"], p["decoding"]) for p in chat} == {
+        (4, "greedy"),
+        (4, "sampled"),
+        (8, "greedy"),
+        (8, "sampled"),
+    }
 
 
 @pytest.mark.slow
 def test_lora_sft_saves_adapter_and_export_merges(pretrained, world, tmp_path):
     out, merged = tmp_path / "lora", tmp_path / "merged"
-    sft("--config", REPO / "recipes/configs/qwen2/sft_tiny_lora.yaml", "--model_name_or_path", pretrained,
-        "--train_files", world["qa_sft"], "--mix_weights", "1", "--max_length", "128", "--output_dir", out,
-        "--max_steps", "6", "--logging_steps", "3", "--per_device_train_batch_size", "4", "--lora_r", "4", *QUIET)
+    sft(
+        "--config",
+        REPO / "recipes/configs/qwen2/sft_tiny_lora.yaml",
+        "--model_name_or_path",
+        pretrained,
+        "--train_files",
+        world["qa_sft"],
+        "--mix_weights",
+        "1",
+        "--max_length",
+        "128",
+        "--output_dir",
+        out,
+        "--max_steps",
+        "6",
+        "--logging_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+        "--lora_r",
+        "4",
+        *QUIET,
+    )
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert cli(["export", str(out), "--output", str(merged)]) == 2  # --merge is required
     assert cli(["export", str(out), "--merge", "--output", str(merged)]) == 0
@@ -134,9 +244,24 @@ def test_lora_sft_saves_adapter_and_export_merges(pretrained, world, tmp_path):
 
 
 def test_audit_data_command(shared_data, capsys):
-    rc = cli(["audit-data", "--config", str(SCRATCH), "--train_files", str(shared_data / "sft/identity.json"),
-              "--mix_weights", "1", "--tokenizer_name_or_path", str(shared_data / "tokenizers/qwen2.5"),
-              "--max_length", "160", "--samples", "2", *NO_EVAL])
+    rc = cli(
+        [
+            "audit-data",
+            "--config",
+            str(SCRATCH),
+            "--train_files",
+            str(shared_data / "sft/identity.json"),
+            "--mix_weights",
+            "1",
+            "--tokenizer_name_or_path",
+            str(shared_data / "tokenizers/qwen2.5"),
+            "--max_length",
+            "160",
+            "--samples",
+            "2",
+            *NO_EVAL,
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "SFT label audit" in text and "samples: 91 -> 91 kept; dropped: none; truncated" in text
@@ -145,17 +270,40 @@ def test_audit_data_command(shared_data, capsys):
 
 
 def test_audit_data_command_fails_on_unusable_config(shared_data, tmp_path, capsys):
-    (tmp_path / "long.jsonl").write_text(json.dumps({"messages": [
-        {"role": "user", "content": "一个很长的问题" * 20}, {"role": "assistant", "content": "答"}]}) + "\n")
-    rc = cli(["audit-data", "--config", str(SCRATCH), "--train_files", str(tmp_path / "long.jsonl"),
-              "--mix_weights", "1", "--tokenizer_name_or_path", str(shared_data / "tokenizers/qwen2.5"),
-              "--max_length", "16", *NO_EVAL])
+    (tmp_path / "long.jsonl").write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "一个很长的问题" * 20},
+                    {"role": "assistant", "content": "答"},
+                ]
+            }
+        )
+        + "\n"
+    )
+    rc = cli(
+        [
+            "audit-data",
+            "--config",
+            str(SCRATCH),
+            "--train_files",
+            str(tmp_path / "long.jsonl"),
+            "--mix_weights",
+            "1",
+            "--tokenizer_name_or_path",
+            str(shared_data / "tokenizers/qwen2.5"),
+            "--max_length",
+            "16",
+            *NO_EVAL,
+        ]
+    )
     assert rc == 1 and "PROBLEM: no trainable sample: all 1 dropped" in capsys.readouterr().out
     assert cli(["audit-data", "--config", str(SCRATCH), "--no_such_key", "1"]) == 2  # ConfigError, reported
 
 
-@pytest.mark.parametrize("config", sorted(REPO.glob("recipes/configs/*/sft*.yaml")), ids=lambda p: p.parent.name
-                         + "/" + p.name)
+@pytest.mark.parametrize(
+    "config", sorted(REPO.glob("recipes/configs/*/sft*.yaml")), ids=lambda p: p.parent.name + "/" + p.name
+)
 def test_every_sft_yaml_loads(config, shared_data):
     model, data, lora, train, _ = parse_config(SFT_ARGUMENTS, ["--config", str(config)])
     check_sft_config(model, data, train)
@@ -172,16 +320,39 @@ def test_every_sft_yaml_loads(config, shared_data):
 
 def test_every_sample_too_long_fails_before_training(shared_data, tmp_path):
     with pytest.raises(LabelAuditError, match="no trainable sample: all 91 dropped \\(prompt longer than"):
-        sft("--config", SCRATCH, "--train_files", shared_data / "sft/identity.json", "--mix_weights", "1",
-            "--tokenizer_name_or_path", shared_data / "tokenizers/qwen2.5", "--max_length", "20",
-            "--output_dir", tmp_path / "out", *QUIET)
+        sft(
+            "--config",
+            SCRATCH,
+            "--train_files",
+            shared_data / "sft/identity.json",
+            "--mix_weights",
+            "1",
+            "--tokenizer_name_or_path",
+            shared_data / "tokenizers/qwen2.5",
+            "--max_length",
+            "20",
+            "--output_dir",
+            tmp_path / "out",
+            *QUIET,
+        )
     assert not (tmp_path / "out" / "run_info.json").exists()
 
 
 def test_tokenizer_without_chat_template_fails(shared_data, tmp_path):
     with pytest.raises(ChatTemplateError, match="no chat template and none is configured"):
-        sft("--config", SCRATCH, "--train_files", shared_data / "sft/identity.json", "--mix_weights", "1",
-            "--tokenizer_name_or_path", shared_data / "tokenizers/gpt2", "--output_dir", tmp_path / "out", *QUIET)
+        sft(
+            "--config",
+            SCRATCH,
+            "--train_files",
+            shared_data / "sft/identity.json",
+            "--mix_weights",
+            "1",
+            "--tokenizer_name_or_path",
+            shared_data / "tokenizers/gpt2",
+            "--output_dir",
+            tmp_path / "out",
+            *QUIET,
+        )
 
 
 def test_eval_without_validation_data_is_a_config_error(shared_data, tmp_path):

@@ -16,8 +16,14 @@ def test_flops_formula():
 
 
 def test_matmul_parameters_count_the_lm_head_once():
-    cfg = dict(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-               num_attention_heads=2, num_key_value_heads=2)
+    cfg = dict(
+        vocab_size=100,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     tied = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=True, **cfg))
     untied = Qwen2ForCausalLM(Qwen2Config(tie_word_embeddings=False, **cfg))
     blocks = sum(p.numel() for n, p in tied.named_parameters() if "embed_tokens" not in n)
@@ -25,16 +31,31 @@ def test_matmul_parameters_count_the_lm_head_once():
     assert matmul_parameters(untied) == matmul_parameters(tied)
     # GPT-2: learned positions are a lookup, not a matmul
     gpt = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=16, n_layer=2, n_head=2, n_positions=32))
-    expected = sum(p.numel() for n, p in gpt.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
+    expected = sum(
+        p.numel()
+        for n, p in gpt.named_parameters()
+        if not n.startswith(("transformer.wte", "transformer.wpe"))
+    )
     assert matmul_parameters(gpt) == expected + 100 * 16
     assert model_flops_per_token(gpt, 32) == 6 * matmul_parameters(gpt) + 12 * 2 * 16 * 32
 
 
-@pytest.mark.parametrize("name, peak", [
-    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0),
-    ("NVIDIA H20", 148.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10G", 70.0), ("NVIDIA A10", 125.0),
-    ("NVIDIA L40S", 362.0), ("NVIDIA L4", 121.0), ("NVIDIA GeForce RTX 4090", 165.0), ("Some CPU", None),
-])
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H20", 148.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A10G", 70.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA GeForce RTX 4090", 165.0),
+        ("Some CPU", None),
+    ],
+)
 def test_peak_lookup(name, peak):
     assert peak_tflops_for(name) == peak
 

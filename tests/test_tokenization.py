@@ -16,9 +16,13 @@ from mini_lm.tokenization import (
     train_bpe_tokenizer,
 )
 
-CHAT = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "你好"},
-        {"role": "assistant", "content": "你好！\n有什么可以帮你？"}, {"role": "user", "content": "再见"},
-        {"role": "assistant", "content": "def f():\n    return 1"}]
+CHAT = [
+    {"role": "system", "content": "你是助手。"},
+    {"role": "user", "content": "你好"},
+    {"role": "assistant", "content": "你好！\n有什么可以帮你？"},
+    {"role": "user", "content": "再见"},
+    {"role": "assistant", "content": "def f():\n    return 1"},
+]
 
 
 def test_trained_tokenizer_specials_and_roundtrip(tiny_tokenizer):

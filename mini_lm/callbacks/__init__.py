@@ -1,7 +1,7 @@
 """Trainer callbacks a recipe adds: the checkpoint probe.
 
-    trainer = MiniLMTrainer(...)
-    add_recipe_callbacks(trainer, probe_args)
+trainer = MiniLMTrainer(...)
+add_recipe_callbacks(trainer, probe_args)
 """
 
 from __future__ import annotations

@@ -47,10 +47,16 @@ class CheckpointProbe(TrainerCallback):
     def __init__(self, trainer, args: ProbeArguments, questions: list[ProbeQuestion] | None = None):
         self.trainer = trainer
         self.args = args
-        self.questions = questions or default_fit(load_questions(args.probe_questions), args, trainer.processing_class)
+        self.questions = questions or default_fit(
+            load_questions(args.probe_questions), args, trainer.processing_class
+        )
         self.decodings = decoding_settings(args)
-        check_questions_fit(self.questions, trainer.processing_class, args.probe_max_new_tokens,
-                            getattr(trainer.model.config, "max_position_embeddings", None))
+        check_questions_fit(
+            self.questions,
+            trainer.processing_class,
+            args.probe_max_new_tokens,
+            getattr(trainer.model.config, "max_position_embeddings", None),
+        )
         self.store = ProbeStore(trainer.args.output_dir)
         self.seconds = 0.0  # spent probing in this session
         self.failures = 0  # probes that raised (logged with their traceback)
@@ -69,12 +75,18 @@ class CheckpointProbe(TrainerCallback):
             # A resumed run restarts its timeline at global_step: later entries belong to the abandoned run.
             dropped = self.store.compact(keep_until_step=state.global_step)
             if dropped:
-                logger.info("probes: dropped %d stale entries after step %d from %s", dropped,
-                            state.global_step, self.store.path)
+                logger.info(
+                    "probes: dropped %d stale entries after step %d from %s",
+                    dropped,
+                    state.global_step,
+                    self.store.path,
+                )
             missing = state.global_step > 0 and self._missing_keys(state.global_step)
         if self._room.share(missing):
             # Resumed from a checkpoint whose probe never finished: the weights are that checkpoint's.
-            logger.info("probes: checkpoint-%d has no complete probe results, probing it now", state.global_step)
+            logger.info(
+                "probes: checkpoint-%d has no complete probe results, probing it now", state.global_step
+            )
             self._probe(args, state, model)
 
     def on_save(self, args, state, control, model=None, **kwargs):
@@ -92,8 +104,13 @@ class CheckpointProbe(TrainerCallback):
             try:
                 records = self._answer(model, state)
             except Exception:  # e.g. out of memory while generating: days of training matter more
-                logger.exception("probe of checkpoint-%d failed; training goes on, `mini-lm probe %s "
-                                 "--steps %d` can redo it", state.global_step, args.output_dir, state.global_step)
+                logger.exception(
+                    "probe of checkpoint-%d failed; training goes on, `mini-lm probe %s "
+                    "--steps %d` can redo it",
+                    state.global_step,
+                    args.output_dir,
+                    state.global_step,
+                )
                 self.failures += 1
         if state.is_world_process_zero and records is not None:
             self.store.append(state.global_step, records, checkpoint if checkpoint.is_dir() else None)
@@ -104,18 +121,31 @@ class CheckpointProbe(TrainerCallback):
             wall = max(time.perf_counter() - (self._began or began), 1e-9)
             summary = {**summarize(records), "probe/seconds": seconds, "probe/overhead": self.seconds / wall}
             self._report(state.global_step, records, summary)
-            logger.info(format_summary(state.global_step, summary, len(self.questions), seconds, self.seconds / wall))
+            logger.info(
+                format_summary(state.global_step, summary, len(self.questions), seconds, self.seconds / wall)
+            )
 
     def _answer(self, model, state) -> list[dict]:
         device = next(model.parameters()).device
         # Sampling seeds the global RNG; training must not notice the probe (dropout, shuffling).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return probe_checkpoint(model, self.trainer.processing_class, self.questions, self.decodings,
-                                    state.global_step, state.log_history, state.epoch, self.args.probe_batch_size)
+            return probe_checkpoint(
+                model,
+                self.trainer.processing_class,
+                self.questions,
+                self.decodings,
+                state.global_step,
+                state.log_history,
+                state.epoch,
+                self.args.probe_batch_size,
+            )
 
     def _missing_keys(self, step: int) -> bool:
-        wanted = {record_key({"step": step, "mode": q.mode, "question_id": q.id, "decoding": d})
-                  for q in self.questions for d in self.decodings}
+        wanted = {
+            record_key({"step": step, "mode": q.mode, "question_id": q.id, "decoding": d})
+            for q in self.questions
+            for d in self.decodings
+        }
         return bool(wanted - self.store.keys_at(step))
 
     # ------------------------------------------------------------------ reporting
@@ -160,13 +190,29 @@ def default_fit(questions: list[ProbeQuestion], args: ProbeArguments, tokenizer)
     if args.probe_questions or getattr(tokenizer, "chat_template", None):
         return questions
     raw = [q for q in questions if q.mode == "raw"]
-    logger.warning("probes: %d built-in chat questions skipped, the tokenizer has no chat template",
-                   len(questions) - len(raw))
+    logger.warning(
+        "probes: %d built-in chat questions skipped, the tokenizer has no chat template",
+        len(questions) - len(raw),
+    )
     return raw
 
 
-TABLE_COLUMNS = ["step", "train_loss", "eval_loss", "decoding", "mode", "group", "question", "answer",
-                 "expected", "knowledge_contains", "repetitive", "distinct_2", "repeated_4gram_rate", "eos"]
+TABLE_COLUMNS = [
+    "step",
+    "train_loss",
+    "eval_loss",
+    "decoding",
+    "mode",
+    "group",
+    "question",
+    "answer",
+    "expected",
+    "knowledge_contains",
+    "repetitive",
+    "distinct_2",
+    "repeated_4gram_rate",
+    "eos",
+]
 
 
 def table_row(record: dict) -> list:

@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     chats = load_sft_conversations(data_args, seed=training_args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         has_tokenizer = (Path(training_args.output_dir) / "tokenizer" / "tokenizer.json").is_file()
-        tokenizer = prepare_sft_tokenizer(model_args, data_args, training_args.output_dir if has_tokenizer else tmp,
-                                          chats)
+        tokenizer = prepare_sft_tokenizer(
+            model_args, data_args, training_args.output_dir if has_tokenizer else tmp, chats
+        )
         audit = build_sft_datasets(chats, tokenizer, data_args).audit
     print(audit.render())
     return 1 if audit.problems() else 0

@@ -51,8 +51,10 @@ class ChatSession:
                 return prompt
             if len(self.messages) <= 1:
                 self.messages.pop()
-                raise ValueError(f"this message alone takes more than the {self.max_prompt_tokens} prompt tokens "
-                                 "the model's context leaves (lower --max-new-tokens or shorten it)")
+                raise ValueError(
+                    f"this message alone takes more than the {self.max_prompt_tokens} prompt tokens "
+                    "the model's context leaves (lower --max-new-tokens or shorten it)"
+                )
             del self.messages[0]  # the oldest message, and the reply to it (never the new message)
             if len(self.messages) > 1 and self.messages[0]["role"] == "assistant":
                 del self.messages[0]
@@ -70,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_for_generation(args.model_dir)
     if not tokenizer.chat_template:
-        raise ValueError(f"{args.model_dir}: the tokenizer has no chat template, so there is no chat format to "
-                         "speak (use `mini-lm generate` for raw continuations)")
+        raise ValueError(
+            f"{args.model_dir}: the tokenizer has no chat template, so there is no chat format to "
+            "speak (use `mini-lm generate` for raw continuations)"
+        )
     settings = settings_from_args(args, tokenizer)
     limit = context_length(model)
     session = ChatSession(tokenizer, args.system, limit - settings.max_new_tokens if limit else None)

@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("adapter_dir", help="output_dir of a LoRA SFT run (holds adapter_config.json)")
     parser.add_argument("--output", required=True, help="directory for the merged model")
     parser.add_argument("--merge", action="store_true", help="merge the LoRA weights into the base model")
-    parser.add_argument("--base", default=None, help="base model dir (default: the one in adapter_config.json)")
+    parser.add_argument(
+        "--base", default=None, help="base model dir (default: the one in adapter_config.json)"
+    )
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
 
 
@@ -22,8 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from ..lora import is_adapter_dir, merge_adapter
 
     if not args.merge:
-        raise ValueError("nothing to do: export needs --merge (a full fine-tune's output_dir is already a "
-                         "plain HF checkpoint)")
+        raise ValueError(
+            "nothing to do: export needs --merge (a full fine-tune's output_dir is already a "
+            "plain HF checkpoint)"
+        )
     if not is_adapter_dir(args.adapter_dir):
         raise ValueError(f"{args.adapter_dir} is not a LoRA adapter dir (no adapter_config.json)")
     out = merge_adapter(args.adapter_dir, args.output, base=args.base, dtype=args.dtype)

@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N prompts of --prompts-file")
     parser.add_argument("--out", help="write one JSON line per prompt: prompt, text, token ids, timing")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (left-padded)")
-    parser.add_argument("--quiet", action="store_true", help="with expected answers: print 8 samples and the score")
+    parser.add_argument(
+        "--quiet", action="store_true", help="with expected answers: print 8 samples and the score"
+    )
     add_sampling_arguments(parser, max_new_tokens=60, temperature=0.8)
 
 
@@ -31,11 +33,18 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, max_new_tokens: int,
     group.add_argument("--top-k", type=int, default=50, help="0 disables it")
     group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling; 1.0 disables it")
     group.add_argument("--repetition-penalty", type=float, default=1.0)
-    group.add_argument("--stop", action="append", default=[], metavar="TOKEN",
-                       help="extra stop token (a vocabulary entry such as 。 or [SEP]); repeatable. "
-                       "eos / <|endoftext|> / <|im_end|> always stop")
+    group.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="extra stop token (a vocabulary entry such as 。 or [SEP]); repeatable. "
+        "eos / <|endoftext|> / <|im_end|> always stop",
+    )
     group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--no-kv-cache", action="store_true", help="recompute every step (to measure the cache)")
+    group.add_argument(
+        "--no-kv-cache", action="store_true", help="recompute every step (to measure the cache)"
+    )
 
 
 def settings_from_args(args: argparse.Namespace, tokenizer):
@@ -47,11 +56,19 @@ def settings_from_args(args: argparse.Namespace, tokenizer):
     unknown = [tok for tok in args.stop if tok not in vocab]
     if unknown:
         raise ValueError(f"--stop {', '.join(unknown)}: not a single token of this model's vocabulary")
-    stops = stop_token_ids(tokenizer) + [vocab[tok] for tok in args.stop if vocab[tok] not in stop_token_ids(tokenizer)]
+    stops = stop_token_ids(tokenizer) + [
+        vocab[tok] for tok in args.stop if vocab[tok] not in stop_token_ids(tokenizer)
+    ]
     return GenerationSettings(
-        max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
-        stop_token_ids=stops or None, use_cache=not args.no_kv_cache,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        stop_token_ids=stops or None,
+        use_cache=not args.no_kv_cache,
     )
 
 
@@ -102,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"    expected: {record['expected']}")
     total_tokens = sum(len(r.token_ids) for r in results)
     total_seconds = sum(results[i].seconds for i in range(0, len(results), size))  # one wall time per batch
-    print(f"{len(results)} prompts, {total_tokens} new tokens in {total_seconds:.2f} s "
-          f"({total_tokens / max(total_seconds, 1e-9):.1f} tokens/s, batch size {args.batch_size})")
+    print(
+        f"{len(results)} prompts, {total_tokens} new tokens in {total_seconds:.2f} s "
+        f"({total_tokens / max(total_seconds, 1e-9):.1f} tokens/s, batch size {args.batch_size})"
+    )
     scored = [(r, res) for r, res in zip(records, results) if "expected" in r]
     if scored:
         hits = sum(str(r["expected"]) in res.text for r, res in scored)
@@ -118,8 +137,15 @@ def write_results(path: str, records: list[dict], results: list, batches: list[i
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for record, result, batch in zip(records, results, batches):
-            row = {**record, "text": result.text, "token_ids": result.token_ids, "new_tokens": len(result.token_ids),
-                   "stopped": result.stopped, "seconds": round(result.seconds, 4), "batch": batch}
+            row = {
+                **record,
+                "text": result.text,
+                "token_ids": result.token_ids,
+                "new_tokens": len(result.token_ids),
+                "stopped": result.stopped,
+                "seconds": round(result.seconds, 4),
+                "batch": batch,
+            }
             if "expected" in record:
                 row["hit"] = str(record["expected"]) in result.text
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -29,8 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kind = hints[f.name]
         extra = {"nargs": "+"} if typing.get_origin(kind) is list else {"type": _scalar_type(kind)}
         # default None: "not given", so the run's own probe settings stay in force
-        parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.removeprefix("probe_").upper(),
-                            help=f.metadata.get("help"), **extra)
+        parser.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            default=None,
+            metavar=f.name.removeprefix("probe_").upper(),
+            help=f.metadata.get("help"),
+            **extra,
+        )
 
 
 def _scalar_type(kind):
@@ -60,10 +66,15 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     found = [c for c in checkpoints(run_dir) if args.steps is None or _step(c) in args.steps]
     if not found:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint-N dirs to probe" + (f" for steps {args.steps}" if args.steps else ""))
+        raise FileNotFoundError(
+            f"{run_dir}: no checkpoint-N dirs to probe" + (f" for steps {args.steps}" if args.steps else "")
+        )
     probe_args, questions = load_probe_config(run_dir) or (ProbeArguments(), None)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ProbeArguments)
-             if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ProbeArguments)
+        if getattr(args, f.name, None) is not None
+    }
     probe_args = dataclasses.replace(probe_args, **given)
     if "probe_questions" in given or questions is None:
         questions = load_questions(probe_args.probe_questions)
@@ -73,13 +84,27 @@ def run(args: argparse.Namespace) -> int:
     for checkpoint in found:
         began = time.perf_counter()
         model, tokenizer = load_for_generation(str(checkpoint), device=device)
-        check_questions_fit(questions, tokenizer, probe_args.probe_max_new_tokens,
-                            getattr(model.config, "max_position_embeddings", None))
+        check_questions_fit(
+            questions,
+            tokenizer,
+            probe_args.probe_max_new_tokens,
+            getattr(model.config, "max_position_embeddings", None),
+        )
         state = _trainer_state(checkpoint)
-        records = probe_checkpoint(model, tokenizer, questions, decodings, _step(checkpoint),
-                                   state.get("log_history", []), state.get("epoch"), probe_args.probe_batch_size)
+        records = probe_checkpoint(
+            model,
+            tokenizer,
+            questions,
+            decodings,
+            _step(checkpoint),
+            state.get("log_history", []),
+            state.get("epoch"),
+            probe_args.probe_batch_size,
+        )
         store.append(_step(checkpoint), records, checkpoint)
-        print(format_summary(_step(checkpoint), summarize(records), len(questions), time.perf_counter() - began))
+        print(
+            format_summary(_step(checkpoint), summarize(records), len(questions), time.perf_counter() - began)
+        )
     store.compact()  # a re-probed checkpoint's newest answers replace the old ones
     print(f"{len(found)} checkpoint(s) probed -> {store.path}; next: mini-lm report {run_dir}")
     return 0

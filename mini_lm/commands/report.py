@@ -9,9 +9,13 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="a recipe's output_dir (probes.jsonl / checkpoint-* / trainer_state.json); "
-                             "several: stages in order, e.g. pretraining then SFT")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="a recipe's output_dir (probes.jsonl / checkpoint-* / trainer_state.json); "
+        "several: stages in order, e.g. pretraining then SFT",
+    )
     parser.add_argument("--out", help="where report.md and the PNGs go (default: LAST_RUN_DIR/report)")
 
 

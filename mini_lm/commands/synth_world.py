@@ -11,7 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--people", type=int, default=200)
     parser.add_argument("--bios-per-person", type=int, default=4, help="per person and language")
     parser.add_argument("--langs", nargs="+", default=["zh", "en"], choices=["zh", "en"])
-    parser.add_argument("--heldout-fraction", type=float, default=0.5, help="people whose Q/A is kept out of SFT")
+    parser.add_argument(
+        "--heldout-fraction", type=float, default=0.5, help="people whose Q/A is kept out of SFT"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,8 +21,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.synthetic import write_world
 
-    paths = write_world(args.out, seed=args.seed, n_people=args.people, bios_per_person=args.bios_per_person,
-                        langs=tuple(args.langs), heldout_fraction=args.heldout_fraction)
+    paths = write_world(
+        args.out,
+        seed=args.seed,
+        n_people=args.people,
+        bios_per_person=args.bios_per_person,
+        langs=tuple(args.langs),
+        heldout_fraction=args.heldout_fraction,
+    )
     for name, path in paths.items():
         with open(path, encoding="utf-8") as f:
             count = len(yaml.safe_load(f)["questions"]) if path.suffix == ".yaml" else sum(1 for _ in f)

@@ -11,12 +11,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab-size", type=int, required=True)
     parser.add_argument("--output", required=True, help="directory for the HF tokenizer files")
     parser.add_argument("--text-field", default="text", help="text column of json/parquet data")
-    parser.add_argument("--sample-by", default="line", choices=["line", "paragraph", "document"],
-                        help="how .txt files split into documents")
+    parser.add_argument(
+        "--sample-by",
+        default="line",
+        choices=["line", "paragraph", "document"],
+        help="how .txt files split into documents",
+    )
     parser.add_argument("--max-documents", type=int, default=None, help="train on the first N documents")
     parser.add_argument("--min-frequency", type=int, default=2)
-    parser.add_argument("--no-split-han", dest="split_han", action="store_false",
-                        help="let merges span Chinese characters (default: one pre-token per character)")
+    parser.add_argument(
+        "--no-split-han",
+        dest="split_han",
+        action="store_false",
+        help="let merges span Chinese characters (default: one pre-token per character)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     docs = load_corpus(args.files, text_field=args.text_field, sample_by=args.sample_by)
     if args.max_documents:
         docs = docs.select(range(min(args.max_documents, len(docs))))
-    tok = train_bpe_tokenizer(docs["text"], args.vocab_size, args.output, min_frequency=args.min_frequency,
-                              split_han=args.split_han)
+    tok = train_bpe_tokenizer(
+        docs["text"], args.vocab_size, args.output, min_frequency=args.min_frequency, split_han=args.split_han
+    )
     sample = docs[0]["text"][:40]
     print(f"tokenizer: {len(tok)} tokens -> {args.output}")
     print(f"sample: {sample!r} -> {tok(sample)['input_ids'][:20]}")

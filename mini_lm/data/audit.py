@@ -55,11 +55,15 @@ class LabelAudit:
         elif self.supervised == 0:
             out.append("no assistant token is supervised")
         elif self.answers_closed == 0:
-            out.append("no answer ends in a supervised end-of-turn token (<|im_end|>): the model would "
-                       "never learn to stop (check the chat template, or max_length if every answer is cut)")
+            out.append(
+                "no answer ends in a supervised end-of-turn token (<|im_end|>): the model would "
+                "never learn to stop (check the chat template, or max_length if every answer is cut)"
+            )
         if self.marker_check and self.marker_check[2]:
-            out.append(f"labels disagree with the template's {{% generation %}} markers on "
-                       f"{self.marker_check[2]} of {self.marker_check[0]} samples")
+            out.append(
+                f"labels disagree with the template's {{% generation %}} markers on "
+                f"{self.marker_check[2]} of {self.marker_check[0]} samples"
+            )
         return out
 
     def check(self) -> None:
@@ -73,26 +77,40 @@ class LabelAudit:
             lines.append(f"file {path}: {info['format']}, {info['records']} records, {info['kept']} usable")
         for spec, mix in self.chat.mix.items():
             if mix["weight"] != 1.0:
-                lines.append(f"mix {spec}: {mix['conversations']} x {mix['weight']:g} = {mix['samples']} samples")
+                lines.append(
+                    f"mix {spec}: {mix['conversations']} x {mix['weight']:g} = {mix['samples']} samples"
+                )
         if self.chat.skipped:
             lines.append(f"records skipped: {_counts(self.chat.skipped)}")
         if self.chat.trimmed_trailing_user or self.chat.empty_user_turns:
-            lines.append(f"trailing unanswered user turns trimmed: {self.chat.trimmed_trailing_user}; "
-                         f"empty user turns kept: {self.chat.empty_user_turns}")
+            lines.append(
+                f"trailing unanswered user turns trimmed: {self.chat.trimmed_trailing_user}; "
+                f"empty user turns kept: {self.chat.empty_user_turns}"
+            )
         if self.chat.unfilled_placeholders:
-            lines.append(f"WARNING placeholders without a value (set placeholders): "
-                         f"{dict(self.chat.unfilled_placeholders)}")
-        lines.append(f"samples: {self.samples_in} -> {self.kept} kept; dropped: {_counts(self.dropped) or 'none'}; "
-                     f"truncated to max_length={self.max_length}: {self.truncated}"
-                     + (f"; eval samples: {self.eval_samples}" if self.eval_samples is not None else ""))
-        lines.append(f"tokens: {self.tokens:,}, supervised {self.supervised:,} ({self.supervised_fraction:.1%}); "
-                     f"sample length min/median/max {'/'.join(map(str, self.lengths))}")
-        lines.append(f"assistant answers supervised: {self.answers}, ending in a supervised end-of-turn token: "
-                     f"{self.answers_closed}")
+            lines.append(
+                f"WARNING placeholders without a value (set placeholders): "
+                f"{dict(self.chat.unfilled_placeholders)}"
+            )
+        lines.append(
+            f"samples: {self.samples_in} -> {self.kept} kept; dropped: {_counts(self.dropped) or 'none'}; "
+            f"truncated to max_length={self.max_length}: {self.truncated}"
+            + (f"; eval samples: {self.eval_samples}" if self.eval_samples is not None else "")
+        )
+        lines.append(
+            f"tokens: {self.tokens:,}, supervised {self.supervised:,} ({self.supervised_fraction:.1%}); "
+            f"sample length min/median/max {'/'.join(map(str, self.lengths))}"
+        )
+        lines.append(
+            f"assistant answers supervised: {self.answers}, ending in a supervised end-of-turn token: "
+            f"{self.answers_closed}"
+        )
         if self.marker_check:
             checked, ids_differ, labels_differ = self.marker_check
-            lines.append(f"cross-check with the template's {{% generation %}} markers: {checked} samples, "
-                         f"{labels_differ} label mismatches ({ids_differ} tokenized differently, not compared)")
+            lines.append(
+                f"cross-check with the template's {{% generation %}} markers: {checked} samples, "
+                f"{labels_differ} label mismatches ({ids_differ} tokenized differently, not compared)"
+            )
         for i, example in enumerate(self.examples):
             lines += [f"--- sample {i + 1}, supervised spans marked {OPEN}...{CLOSE}", example]
         lines += [f"PROBLEM: {p}" for p in self.problems()]
@@ -133,8 +151,9 @@ def cross_check_generation_markers(tokenizer, encoded: Dataset, limit: int = MAR
     for row in encoded.select(range(min(limit, len(encoded)))):
         if row["drop"] or row["truncated"] or any(not m["loss_weight"] for m in row["messages"]):
             continue
-        ref = tokenizer.apply_chat_template(row["messages"], tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
+        ref = tokenizer.apply_chat_template(
+            row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         checked += 1
         if list(ref["input_ids"]) != row["input_ids"]:
             ids_differ += 1
@@ -145,19 +164,28 @@ def cross_check_generation_markers(tokenizer, encoded: Dataset, limit: int = MAR
 
 def build_audit(chat: ChatStats, encoded: Dataset, tokenizer, args: SFTDataArguments) -> LabelAudit:
     """Counts over every encoded sample, plus rendered examples of the first kept ones."""
-    table = encoded.select_columns(["drop", "truncated", "n_tokens", "n_supervised", "n_answers",
-                                    "n_answers_closed"]).to_pandas()
+    table = encoded.select_columns(
+        ["drop", "truncated", "n_tokens", "n_supervised", "n_answers", "n_answers_closed"]
+    ).to_pandas()
     kept = table[table["drop"] == ""]
     lengths = kept["n_tokens"]
     audit = LabelAudit(
-        chat=chat, max_length=args.max_length, samples_in=len(table), kept=len(kept),
-        dropped=Counter(table.loc[table["drop"] != "", "drop"]), truncated=int(table["truncated"].sum()),
-        tokens=int(lengths.sum()), supervised=int(kept["n_supervised"].sum()),
-        answers=int(kept["n_answers"].sum()), answers_closed=int(kept["n_answers_closed"].sum()),
+        chat=chat,
+        max_length=args.max_length,
+        samples_in=len(table),
+        kept=len(kept),
+        dropped=Counter(table.loc[table["drop"] != "", "drop"]),
+        truncated=int(table["truncated"].sum()),
+        tokens=int(lengths.sum()),
+        supervised=int(kept["n_supervised"].sum()),
+        answers=int(kept["n_answers"].sum()),
+        answers_closed=int(kept["n_answers_closed"].sum()),
         lengths=(int(lengths.min()), int(lengths.median()), int(lengths.max())) if len(kept) else (0, 0, 0),
     )
     for i in kept.index[: args.audit_samples]:
         row = encoded[int(i)]
-        audit.examples.append(f"[{row['record']}]\n" + mark_supervised(tokenizer, row["input_ids"], row["labels"]))
+        audit.examples.append(
+            f"[{row['record']}]\n" + mark_supervised(tokenizer, row["input_ids"], row["labels"])
+        )
     audit.marker_check = cross_check_generation_markers(tokenizer, encoded)
     return audit

@@ -36,8 +36,13 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("messages", "sharegpt", "alpaca")
 ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")  # {{name}}; "{{ form.as_p }}" in code answers is left alone
 
 
@@ -90,7 +95,9 @@ def read_records(path: str) -> Iterator[tuple[str, object]]:
             try:
                 yield f"{path}:{line_no}", json.loads(line)
             except json.JSONDecodeError as err:
-                raise ChatDataError(f"{path}:{line_no}: not valid JSON ({err.msg} at column {err.colno})") from err
+                raise ChatDataError(
+                    f"{path}:{line_no}: not valid JSON ({err.msg} at column {err.colno})"
+                ) from err
         return
     try:
         data = json.loads(text)
@@ -99,7 +106,9 @@ def read_records(path: str) -> Iterator[tuple[str, object]]:
     if isinstance(data, dict):  # a single conversation
         data = [data]
     if not isinstance(data, list):
-        raise ChatDataError(f"{path}: a .json SFT file must hold a list of records, got {type(data).__name__}")
+        raise ChatDataError(
+            f"{path}: a .json SFT file must hold a list of records, got {type(data).__name__}"
+        )
     for i, record in enumerate(data, 1):
         yield f"{path} record {i}", record
 
@@ -113,9 +122,14 @@ def detect_format(record: object, where: str) -> str:
             return "sharegpt"
         if "instruction" in record or "output" in record:
             return "alpaca"
-        raise ChatDataError(f"{where}: cannot tell the chat format from fields {sorted(record)[:8]}: expected "
-                            "'messages', 'conversations' or 'instruction'/'output' (or set data_formats)", "unknown format")
-    raise ChatDataError(f"{where}: a record must be a JSON object, got {type(record).__name__}", "record not an object")
+        raise ChatDataError(
+            f"{where}: cannot tell the chat format from fields {sorted(record)[:8]}: expected "
+            "'messages', 'conversations' or 'instruction'/'output' (or set data_formats)",
+            "unknown format",
+        )
+    raise ChatDataError(
+        f"{where}: a record must be a JSON object, got {type(record).__name__}", "record not an object"
+    )
 
 
 # --------------------------------------------------------------------------- normalizing
@@ -134,12 +148,17 @@ def _text(value: object, where: str, name: str) -> str:
             kind = part.get("type", "text")
             text = part.get("text", part.get("value"))
             if kind != "text" or not isinstance(text, str):
-                raise ChatDataError(f"{where}: {name}[{j}]: only text parts are supported "
-                                    f"(type '{kind}', text {type(text).__name__})", "non-text content part")
+                raise ChatDataError(
+                    f"{where}: {name}[{j}]: only text parts are supported "
+                    f"(type '{kind}', text {type(text).__name__})",
+                    "non-text content part",
+                )
             pieces.append(text)
         return "".join(pieces)
-    raise ChatDataError(f"{where}: {name}: content must be a string or a list of text parts, "
-                        f"got {type(value).__name__}", "non-string content")
+    raise ChatDataError(
+        f"{where}: {name}: content must be a string or a list of text parts, got {type(value).__name__}",
+        "non-string content",
+    )
 
 
 def _msg(role: str, content: str, loss_weight: float = 1.0) -> dict:
@@ -148,7 +167,9 @@ def _msg(role: str, content: str, loss_weight: float = 1.0) -> dict:
 
 def _field(record: dict, key: str, where: str, fmt: str):
     if key not in record:
-        raise ChatDataError(f"{where}: missing field '{key}' ({fmt} format; fields: {sorted(record)[:8]})", "missing field")
+        raise ChatDataError(
+            f"{where}: missing field '{key}' ({fmt} format; fields: {sorted(record)[:8]})", "missing field"
+        )
     return record[key]
 
 
@@ -157,7 +178,9 @@ def _message_list(value: object, where: str, key: str) -> list:
         raise ChatDataError(f"{where}: field '{key}' must be a non-empty list of messages", "no messages")
     for i, m in enumerate(value):
         if not isinstance(m, dict):
-            raise ChatDataError(f"{where}: {key}[{i}] must be an object, got {type(m).__name__}", "message not an object")
+            raise ChatDataError(
+                f"{where}: {key}[{i}] must be an object, got {type(m).__name__}", "message not an object"
+            )
     return value
 
 
@@ -167,10 +190,14 @@ def from_messages(record: dict, where: str) -> list[dict]:
         name = f"messages[{i}]"
         role = _field(m, "role", f"{where}: {name}", "messages")
         if role not in ROLES:
-            raise ChatDataError(f"{where}: {name}.role: unknown role {role!r} (known: {', '.join(ROLES)})", "unknown role")
+            raise ChatDataError(
+                f"{where}: {name}.role: unknown role {role!r} (known: {', '.join(ROLES)})", "unknown role"
+            )
         weight = m.get("loss_weight", 1.0)
         if weight not in (0, 1):
-            raise ChatDataError(f"{where}: {name}.loss_weight must be 0 or 1, got {weight!r}", "bad loss_weight")
+            raise ChatDataError(
+                f"{where}: {name}.loss_weight must be 0 or 1, got {weight!r}", "bad loss_weight"
+            )
         content = _text(_field(m, "content", f"{where}: {name}", "messages"), where, f"{name}.content")
         messages.append(_msg(role, content, float(weight)))
     return messages
@@ -185,8 +212,10 @@ def from_sharegpt(record: dict, where: str) -> list[dict]:
         name = f"conversations[{i}]"
         speaker = _field(m, "from", f"{where}: {name}", "sharegpt")
         if speaker not in SHAREGPT_ROLES:
-            raise ChatDataError(f"{where}: {name}.from: unknown role {speaker!r} "
-                                f"(known: {', '.join(SHAREGPT_ROLES)})", "unknown role")
+            raise ChatDataError(
+                f"{where}: {name}.from: unknown role {speaker!r} (known: {', '.join(SHAREGPT_ROLES)})",
+                "unknown role",
+            )
         content = _text(_field(m, "value", f"{where}: {name}", "sharegpt"), where, f"{name}.value")
         messages.append(_msg(SHAREGPT_ROLES[speaker], content))
     return messages
@@ -226,9 +255,11 @@ def check_turn_order(messages: list[dict], where: str, stats: ChatStats) -> list
         expected = "user" if (i - start) % 2 == 0 else "assistant"
         if m["role"] != expected:
             after = f"after '{messages[i - 1]['role']}'" if i else "as the first message"
-            raise ChatDataError(f"{where}: roles out of order: message {i} is '{m['role']}' {after} (expected "
-                                f"'{expected}'; a conversation is [system] user assistant user ...)",
-                                "roles out of order")
+            raise ChatDataError(
+                f"{where}: roles out of order: message {i} is '{m['role']}' {after} (expected "
+                f"'{expected}'; a conversation is [system] user assistant user ...)",
+                "roles out of order",
+            )
         if m["role"] == "assistant" and not m["content"].strip():
             raise ChatDataError(f"{where}: message {i}: empty assistant content", "empty assistant content")
         if m["role"] == "user" and not m["content"].strip():
@@ -253,7 +284,8 @@ def first_turns(messages: list[dict], max_turns: int | None) -> list[dict]:
 
 
 def fill_placeholders(text: str, values: dict[str, str], unfilled: Counter) -> str:
-    """"I am {{name}}" + {"name": "MiniLM"} -> "I am MiniLM"; unknown names stay and are counted."""
+    """ "I am {{name}}" + {"name": "MiniLM"} -> "I am MiniLM"; unknown names stay and are counted."""
+
     def sub(m: re.Match) -> str:
         if m.group(1) in values:
             return str(values[m.group(1)])
@@ -275,10 +307,14 @@ class LoadOptions:
     skip_invalid: bool = False
 
 
-def normalize_record(record: object, where: str, fmt: str, options: LoadOptions, stats: ChatStats) -> list[dict]:
+def normalize_record(
+    record: object, where: str, fmt: str, options: LoadOptions, stats: ChatStats
+) -> list[dict]:
     """One record -> checked messages with placeholders filled and the system prompt applied."""
     if not isinstance(record, dict):
-        raise ChatDataError(f"{where}: a record must be a JSON object, got {type(record).__name__}", "record not an object")
+        raise ChatDataError(
+            f"{where}: a record must be a JSON object, got {type(record).__name__}", "record not an object"
+        )
     messages = check_turn_order(NORMALIZERS[fmt](record, where), where, stats)
     messages = first_turns(messages, options.max_turns)
     if options.system_prompt and messages[0]["role"] != "system":
@@ -321,8 +357,10 @@ def resolve_chat_files(spec: str) -> list[str]:
     except CorpusError as err:
         raise ChatDataError(str(err).replace("corpus", "SFT data")) from err
     if hub:
-        raise ChatDataError(f"SFT data file not found: {spec} (hub datasets are not read here: "
-                            "save them as .json/.jsonl first)")
+        raise ChatDataError(
+            f"SFT data file not found: {spec} (hub datasets are not read here: "
+            "save them as .json/.jsonl first)"
+        )
     other = [p for builder, paths in files.items() if builder != "json" for p in paths]
     if other:
         raise ChatDataError(f"{other[0]}: SFT data must be .json or .jsonl")
@@ -337,8 +375,9 @@ def apply_weight(rows: list[dict], weight: float, rng: random.Random) -> list[di
     return rows * whole + rng.sample(rows, round(frac * len(rows)))
 
 
-def load_conversations(specs: list[str], options: LoadOptions | None = None,
-                       weights: list[float] | None = None, seed: int = 0) -> ChatData:
+def load_conversations(
+    specs: list[str], options: LoadOptions | None = None, weights: list[float] | None = None, seed: int = 0
+) -> ChatData:
     """Read, check and normalize every spec; repeat each spec's rows by its weight; shuffle.
 
     A run with nothing left to train on is an error naming what was skipped and why.
@@ -357,8 +396,10 @@ def load_conversations(specs: list[str], options: LoadOptions | None = None,
         stats.mix[spec] = {"conversations": len(spec_rows), "weight": float(weight), "samples": len(mixed)}
         rows.extend(mixed)
     if stats.unfilled_placeholders:
-        logger.warning("placeholders without a value (set placeholders: {name: ...}): %s",
-                       dict(stats.unfilled_placeholders))
+        logger.warning(
+            "placeholders without a value (set placeholders: {name: ...}): %s",
+            dict(stats.unfilled_placeholders),
+        )
     if not rows:
         raise ChatDataError(f"no usable conversations in {specs}: skipped {dict(stats.skipped)}")
     rng.shuffle(rows)
@@ -369,5 +410,7 @@ def _per_spec(values: list, specs: list[str], name: str) -> list:
     if len(values) == 1:
         return values * len(specs)
     if len(values) != len(specs):
-        raise ChatDataError(f"{name} has {len(values)} entries for {len(specs)} train_files (give 1 or one per file)")
+        raise ChatDataError(
+            f"{name} has {len(values)} entries for {len(specs)} train_files (give 1 or one per file)"
+        )
     return values

@@ -51,7 +51,8 @@ def resolve_corpus_specs(specs: Sequence[str]) -> tuple[dict[str, list[str]], li
             found = [_check_suffix(p) for p in matches]
         elif os.path.isdir(spec):
             found = sorted(
-                str(p) for p in Path(spec).rglob("*")
+                str(p)
+                for p in Path(spec).rglob("*")
                 if p.is_file() and p.suffix in BUILDERS and not p.name.startswith(".")
             )
             if not found:
@@ -91,7 +92,9 @@ def load_corpus(
         field = "text" if builder == "text" else text_field
         kwargs = {"sample_by": sample_by} if builder == "text" else {}
         try:
-            ds = datasets.load_dataset(builder, data_files=paths, split="train", streaming=streaming, **kwargs)
+            ds = datasets.load_dataset(
+                builder, data_files=paths, split="train", streaming=streaming, **kwargs
+            )
             parts.append(_text_column(ds, field, paths))
         except Exception:
             if len(paths) == 1:
@@ -102,7 +105,9 @@ def load_corpus(
         try:
             ds = datasets.load_dataset(name, split=hub_split, streaming=streaming)
         except Exception as err:
-            raise CorpusError(f"'{name}' is not a local path and could not be loaded from the hub: {err}") from err
+            raise CorpusError(
+                f"'{name}' is not a local path and could not be loaded from the hub: {err}"
+            ) from err
         parts.append(_text_column(ds, text_field, [name]))
     corpus = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     return _drop_short(corpus, min_chars, specs)
@@ -147,6 +152,10 @@ def _drop_short(corpus, min_chars: int, specs: Sequence[str]):
             f"{min_chars} chars)"
         )
     if skipped:
-        logger.info("corpus: %d documents, skipped %d empty/non-text/shorter than %d chars",
-                    len(corpus), skipped, min_chars)
+        logger.info(
+            "corpus: %d documents, skipped %d empty/non-text/shorter than %d chars",
+            len(corpus),
+            skipped,
+            min_chars,
+        )
     return corpus

@@ -44,24 +44,38 @@ def cut_windows(blocks: Dataset, min_context: int, seed: int, desc: str = "cut w
     return blocks.map(cut, batched=True, with_indices=True, desc=desc)
 
 
-def build_next_token_datasets(data_args: PretrainDataArguments, mlm_args: MLMArguments, tokenizer,
-                              seed: int = 42) -> tuple[Dataset, Dataset | None]:
+def build_next_token_datasets(
+    data_args: PretrainDataArguments, mlm_args: MLMArguments, tokenizer, seed: int = 42
+) -> tuple[Dataset, Dataset | None]:
     """(train, eval) rows for recipes/mlm.py; ``max_train_samples`` draws that many windows at random."""
     if data_args.streaming:
-        raise ValueError("recipes/mlm.py does not stream: its windows are drawn at random from the whole corpus")
+        raise ValueError(
+            "recipes/mlm.py does not stream: its windows are drawn at random from the whole corpus"
+        )
     packing = dataclasses.replace(data_args, block_size=mlm_args.max_len - 2)
     train_blocks, eval_blocks = build_pretrain_datasets(packing, tokenizer, seed=seed)
     if mlm_args.max_train_samples is not None:
         if mlm_args.max_train_samples > len(train_blocks):
-            logger.warning("max_train_samples=%d but the corpus gives %d windows: using all of them",
-                           mlm_args.max_train_samples, len(train_blocks))
+            logger.warning(
+                "max_train_samples=%d but the corpus gives %d windows: using all of them",
+                mlm_args.max_train_samples,
+                len(train_blocks),
+            )
         n = min(mlm_args.max_train_samples, len(train_blocks))
         train_blocks = train_blocks.shuffle(seed=seed).select(range(n))
     train = cut_windows(train_blocks, mlm_args.min_context, seed, desc="cut train windows")
-    eval_ds = cut_windows(eval_blocks, mlm_args.min_context, seed + 1, desc="cut eval windows") \
-        if eval_blocks is not None else None
-    logger.info("next-token windows: %d train, %s eval, context %d-%d tokens", len(train),
-                len(eval_ds) if eval_ds is not None else "no", mlm_args.min_context, mlm_args.max_len - 3)
+    eval_ds = (
+        cut_windows(eval_blocks, mlm_args.min_context, seed + 1, desc="cut eval windows")
+        if eval_blocks is not None
+        else None
+    )
+    logger.info(
+        "next-token windows: %d train, %s eval, context %d-%d tokens",
+        len(train),
+        len(eval_ds) if eval_ds is not None else "no",
+        mlm_args.min_context,
+        mlm_args.max_len - 3,
+    )
     return train, eval_ds
 
 
@@ -72,7 +86,8 @@ class NextTokenCollator:
     tokenizer: object
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer.pad([{"input_ids": f["input_ids"]} for f in features], padding_side="left",
-                                   return_tensors="pt")  # (B, T)
+        batch = self.tokenizer.pad(
+            [{"input_ids": f["input_ids"]} for f in features], padding_side="left", return_tensors="pt"
+        )  # (B, T)
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)  # (B,)
         return dict(batch)

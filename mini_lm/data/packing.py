@@ -69,7 +69,9 @@ def pack_stream(docs: Iterable[list[int]], block_size: int) -> Iterator[list[int
 
 
 def _packed_examples(tokenized, block_size: int) -> Iterator[dict]:
-    yield from ({"input_ids": block} for block in pack_stream((ex["input_ids"] for ex in tokenized), block_size))
+    yield from (
+        {"input_ids": block} for block in pack_stream((ex["input_ids"] for ex in tokenized), block_size)
+    )
 
 
 def pad_id(tokenizer) -> int:

@@ -18,8 +18,12 @@ logger = logging.getLogger(__name__)
 
 def load_documents(args: PretrainDataArguments, files: list[str]):
     return load_corpus(
-        files, text_field=args.text_field, sample_by=args.text_sample_by, streaming=args.streaming,
-        hub_split=args.hub_split, min_chars=args.min_document_chars,
+        files,
+        text_field=args.text_field,
+        sample_by=args.text_sample_by,
+        streaming=args.streaming,
+        hub_split=args.hub_split,
+        min_chars=args.min_document_chars,
     )
 
 
@@ -27,8 +31,11 @@ def split_documents(args: PretrainDataArguments, seed: int):
     """(train_docs, eval_docs or None). Eval docs never appear in training."""
     train = load_documents(args, args.train_files)
     if args.max_train_documents is not None:
-        train = train.take(args.max_train_documents) if isinstance(train, IterableDataset) \
+        train = (
+            train.take(args.max_train_documents)
+            if isinstance(train, IterableDataset)
             else train.select(range(min(args.max_train_documents, len(train))))
+        )
     if args.validation_files:
         return train, load_documents(args, args.validation_files)
     if args.validation_split <= 0:
@@ -73,8 +80,14 @@ def _pack(docs: Dataset, tokenizer, sep: int, args: PretrainDataArguments, name:
     if len(blocks) == 0:
         raise CorpusError(f"{name} corpus tokenized to no usable block ({len(docs)} documents)")
     n_tokens = pc.sum(pc.list_value_length(blocks.data.column("input_ids"))).as_py()
-    logger.info("%s data: %d documents -> %d tokens -> %d blocks of <= %d", name, len(docs), n_tokens,
-                len(blocks), args.block_size)
+    logger.info(
+        "%s data: %d documents -> %d tokens -> %d blocks of <= %d",
+        name,
+        len(docs),
+        n_tokens,
+        len(blocks),
+        args.block_size,
+    )
     return blocks
 
 
@@ -93,14 +106,21 @@ def prepare_tokenizer(model_args, data_args: PretrainDataArguments, output_dir: 
     if name:
         return load_tokenizer(name)
     if not data_args.tokenizer_vocab_size:
-        raise ValueError("no tokenizer: set tokenizer_name_or_path (or model_name_or_path), or "
-                         "tokenizer_vocab_size to train one on train_files")
+        raise ValueError(
+            "no tokenizer: set tokenizer_name_or_path (or model_name_or_path), or "
+            "tokenizer_vocab_size to train one on train_files"
+        )
     path = Path(output_dir) / "tokenizer"
     if (path / "tokenizer.json").is_file():
         logger.info("reusing tokenizer trained earlier: %s", path)
         return load_tokenizer(path)
     if texts is None:
-        docs = load_corpus(data_args.train_files, text_field=data_args.text_field, sample_by=data_args.text_sample_by,
-                           hub_split=data_args.hub_split, min_chars=data_args.min_document_chars)
+        docs = load_corpus(
+            data_args.train_files,
+            text_field=data_args.text_field,
+            sample_by=data_args.text_sample_by,
+            hub_split=data_args.hub_split,
+            min_chars=data_args.min_document_chars,
+        )
         texts = docs["text"]
     return train_bpe_tokenizer(texts, data_args.tokenizer_vocab_size, path)

@@ -48,7 +48,8 @@ def resolve_chat_template(tokenizer, spec: str | None) -> tuple[str, str]:
         if not getattr(tokenizer, "chat_template", None):
             raise ChatTemplateError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template and none is "
-                "configured: set chat_template: chatml (or a .jinja file)")
+                "configured: set chat_template: chatml (or a .jinja file)"
+            )
         return tokenizer.chat_template, "the tokenizer's own"
     if spec.lower() == "chatml":
         return CHATML_TEMPLATE, "chatml"
@@ -56,7 +57,9 @@ def resolve_chat_template(tokenizer, spec: str | None) -> tuple[str, str]:
         return spec, "inline (config)"
     path = Path(spec)
     if not path.is_file():
-        raise ChatTemplateError(f"chat_template: no such file {spec} (use chatml, a .jinja file or a template)")
+        raise ChatTemplateError(
+            f"chat_template: no such file {spec} (use chatml, a .jinja file or a template)"
+        )
     return path.read_text(encoding="utf-8"), str(path)
 
 
@@ -68,8 +71,9 @@ def set_chat_template(tokenizer, spec: str | None) -> str:
         missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_tokens(missing, special_tokens=True)
-            logger.warning("chat template uses %s: added them to the tokenizer (the model's embeddings grow)",
-                           missing)
+            logger.warning(
+                "chat template uses %s: added them to the tokenizer (the model's embeddings grow)", missing
+            )
     tokenizer.chat_template = template
     return origin
 
@@ -105,8 +109,9 @@ def render_turn(tokenizer, messages: list[dict], i: int, done: str, ends: EndOfT
     if not (prompt.startswith(done) and full.startswith(prompt)):
         raise ChatTemplateError(
             f"the chat template renders message {i} in a way that changes earlier text (it is not "
-            "prefix-stable), so assistant turns cannot be located; use another chat_template")
-    answer = full[len(prompt):]
+            "prefix-stable), so assistant turns cannot be located; use another chat_template"
+        )
+    answer = full[len(prompt) :]
     cut = max((answer.rfind(e) + len(e) for e in ends.texts if e in answer), default=len(answer))
     return prompt, answer[:cut]
 
@@ -124,7 +129,7 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int, ends: 
         if message["role"] != "assistant":
             continue
         prompt, answer = render_turn(tokenizer, messages, i, done, ends)
-        p_ids, a_ids = tokenizer([prompt[len(done):], answer], add_special_tokens=False)["input_ids"]
+        p_ids, a_ids = tokenizer([prompt[len(done) :], answer], add_special_tokens=False)["input_ids"]
         a_labels = a_ids if message.get("loss_weight", 1.0) else [IGNORE] * len(a_ids)
         if len(ids) + len(p_ids) + len(a_ids) > max_length:
             truncated = True
@@ -139,7 +144,7 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int, ends: 
             n_answers += 1
             closed += bool(a_ids) and a_ids[-1] in ends.ids
     if not truncated:  # template text after the last answer (ChatML: "\n")
-        tail = tokenizer(render(tokenizer, messages)[len(done):], add_special_tokens=False)["input_ids"]
+        tail = tokenizer(render(tokenizer, messages)[len(done) :], add_special_tokens=False)["input_ids"]
         if len(ids) + len(tail) <= max_length:
             ids += tail
             labels += [IGNORE] * len(tail)
@@ -147,8 +152,16 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int, ends: 
     drop = ""
     if n_supervised == 0:
         drop = f"prompt longer than max_length={max_length}" if truncated else "no supervised assistant turn"
-    return {"input_ids": ids, "labels": labels, "n_tokens": len(ids), "n_supervised": n_supervised, "n_answers": n_answers,
-            "n_answers_closed": closed, "truncated": truncated, "drop": drop}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "n_tokens": len(ids),
+        "n_supervised": n_supervised,
+        "n_answers": n_answers,
+        "n_answers_closed": closed,
+        "truncated": truncated,
+        "drop": drop,
+    }
 
 
 @dataclass
@@ -190,8 +203,13 @@ def load_sft_conversations(args: SFTDataArguments, seed: int = 42) -> SFTConvers
 
     A held-out conversation never appears in training, even when its file's weight repeats it.
     """
-    options = LoadOptions(formats=args.data_formats, system_prompt=args.system_prompt,
-                          placeholders=args.placeholders, max_turns=args.max_turns, skip_invalid=args.skip_invalid)
+    options = LoadOptions(
+        formats=args.data_formats,
+        system_prompt=args.system_prompt,
+        placeholders=args.placeholders,
+        max_turns=args.max_turns,
+        skip_invalid=args.skip_invalid,
+    )
     train = load_conversations(args.train_files, options, args.mix_weights, seed=seed)
     evaluation = None
     if args.validation_files:
@@ -214,8 +232,10 @@ def split_conversations(chat: ChatData, fraction: float, seed: int) -> tuple[Cha
     held = set(random.Random(seed).sample(distinct, n_eval))
     first = {r: i for i, r in reversed(list(enumerate(records))) if r in held}
     train = [i for i, r in enumerate(records) if r not in held]
-    return (ChatData(chat.dataset.select(train), chat.stats),
-            ChatData(chat.dataset.select(sorted(first.values())), chat.stats))
+    return (
+        ChatData(chat.dataset.select(train), chat.stats),
+        ChatData(chat.dataset.select(sorted(first.values())), chat.stats),
+    )
 
 
 def conversation_texts(chat: ChatData):
@@ -232,14 +252,18 @@ def prepare_sft_tokenizer(model_args, data_args: SFTDataArguments, output_dir: s
 
     tokenizer = prepare_tokenizer(model_args, data_args, output_dir, texts=conversation_texts(chats.train))
     origin = set_chat_template(tokenizer, data_args.chat_template)
-    logger.info("chat template: %s (%s generation markers)", origin,
-                "with" if GENERATION_MARKER.search(tokenizer.chat_template) else "without")
+    logger.info(
+        "chat template: %s (%s generation markers)",
+        origin,
+        "with" if GENERATION_MARKER.search(tokenizer.chat_template) else "without",
+    )
     return tokenizer
 
 
 def encode_chats(chat: ChatData, tokenizer, args: SFTDataArguments) -> Dataset:
-    return chat.dataset.map(EncodeChat(tokenizer, args.max_length), batched=True, num_proc=args.num_proc,
-                            desc="render + label")
+    return chat.dataset.map(
+        EncodeChat(tokenizer, args.max_length), batched=True, num_proc=args.num_proc, desc="render + label"
+    )
 
 
 def build_sft_datasets(chats: SFTConversations, tokenizer, args: SFTDataArguments) -> SFTData:
@@ -254,8 +278,10 @@ def build_sft_datasets(chats: SFTConversations, tokenizer, args: SFTDataArgument
     if evaluation is not None:
         audit.eval_samples = len(evaluation)
         if len(evaluation) == 0:
-            raise ChatDataError(f"no usable eval conversation: all {len(chats.eval.dataset)} dropped "
-                                f"(longer prompts than max_length={args.max_length}?)")
+            raise ChatDataError(
+                f"no usable eval conversation: all {len(chats.eval.dataset)} dropped "
+                f"(longer prompts than max_length={args.max_length}?)"
+            )
     if args.packing:
         train = pack_conversations(train, args.max_length)
         evaluation = pack_conversations(evaluation, args.max_length) if evaluation is not None else None

@@ -70,8 +70,13 @@ def pack_conversations(dataset: Dataset, max_length: int) -> Dataset:
         rows["position_ids"].append(row_pos)
     n_tokens = sum(map(len, rows["input_ids"]))
     if rows["input_ids"]:
-        logger.info("packed %d conversations into %d rows of <= %d tokens (%.1f%% full)", len(ids),
-                    len(rows["input_ids"]), max_length, 100 * n_tokens / (len(rows["input_ids"]) * max_length))
+        logger.info(
+            "packed %d conversations into %d rows of <= %d tokens (%.1f%% full)",
+            len(ids),
+            len(rows["input_ids"]),
+            max_length,
+            100 * n_tokens / (len(rows["input_ids"]) * max_length),
+        )
     return Dataset.from_dict(rows)
 
 
@@ -97,9 +102,12 @@ class SFTCollator:
     def __call__(self, features: list[dict]) -> dict:
         width = _width(features, self.pad_to_multiple_of)
         attention = [[1] * len(f["input_ids"]) for f in features]
-        return {"input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
-                "labels": _pad([f["labels"] for f in features], IGNORE, width),
-                "attention_mask": _pad(attention, 0, width), "use_cache": False}
+        return {
+            "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
+            "labels": _pad([f["labels"] for f in features], IGNORE, width),
+            "attention_mask": _pad(attention, 0, width),
+            "use_cache": False,
+        }
 
 
 @dataclass
@@ -116,9 +124,12 @@ class PackedCollator:
     def __call__(self, features: list[dict]) -> dict:
         width = _width(features, self.pad_to_multiple_of)
         positions = [list(f["position_ids"]) + list(range(width - len(f["position_ids"]))) for f in features]
-        return {"input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
-                "labels": _pad([f["labels"] for f in features], IGNORE, width),
-                "position_ids": _pad(positions, 0, width), "use_cache": False}
+        return {
+            "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
+            "labels": _pad([f["labels"] for f in features], IGNORE, width),
+            "position_ids": _pad(positions, 0, width),
+            "use_cache": False,
+        }
 
 
 def split_packed_row(feature: dict) -> list[dict]:
@@ -128,8 +139,10 @@ def split_packed_row(feature: dict) -> list[dict]:
     """
     pos = list(feature["position_ids"])
     starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
-    return [{"input_ids": feature["input_ids"][a:b], "labels": feature["labels"][a:b]}
-            for a, b in zip(starts, starts[1:])]
+    return [
+        {"input_ids": feature["input_ids"][a:b], "labels": feature["labels"][a:b]}
+        for a, b in zip(starts, starts[1:])
+    ]
 
 
 class FlattenedCollator:
@@ -151,15 +164,23 @@ def make_sft_collator(model, tokenizer, packing: bool):
         return SFTCollator(pad_id(tokenizer))
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
     if attn.startswith("flash_attention"):
-        logger.info("SFT batches: packed, flattened to one row; %s varlen kernel with cu_seq_lens "
-                    "(attention restarts at every conversation)", attn)
+        logger.info(
+            "SFT batches: packed, flattened to one row; %s varlen kernel with cu_seq_lens "
+            "(attention restarts at every conversation)",
+            attn,
+        )
         return FlattenedCollator()
     if attn in ("sdpa", "eager"):
-        logger.info("SFT batches: packed rows with position_ids restarting per conversation; %s with the "
-                    "block-diagonal causal mask transformers builds from them (use_cache=False)", attn)
+        logger.info(
+            "SFT batches: packed rows with position_ids restarting per conversation; %s with the "
+            "block-diagonal causal mask transformers builds from them (use_cache=False)",
+            attn,
+        )
         return PackedCollator(pad_id(tokenizer))
-    raise ValueError(f"packing: true is not supported with attn_implementation={attn} (use sdpa, eager or "
-                     "flash_attention_2), or set packing: false")
+    raise ValueError(
+        f"packing: true is not supported with attn_implementation={attn} (use sdpa, eager or "
+        "flash_attention_2), or set packing: false"
+    )
 
 
 class PackedAttentionError(RuntimeError):
@@ -180,19 +201,23 @@ def check_packed_attention(model, collator, autocast_dtype: torch.dtype | None =
     model.eval()  # no dropout
     try:
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            alone = [model(input_ids=torch.tensor([x], device=device), use_cache=False).logits[0] for x in (a, b)]
+            alone = [
+                model(input_ids=torch.tensor([x], device=device), use_cache=False).logits[0] for x in (a, b)
+            ]
             packed = model(**batch).logits[0, : len(a) + len(b)]
     finally:
         model.train(was_training)
     reference = torch.cat(alone).float()
     diff = (packed.float() - reference).abs().max().item()
-    tolerance = (1e-4 if autocast_dtype is None and reference.dtype == torch.float32 else 3e-2) \
-        * max(1.0, reference.abs().max().item())
+    tolerance = (1e-4 if autocast_dtype is None and reference.dtype == torch.float32 else 3e-2) * max(
+        1.0, reference.abs().max().item()
+    )
     if not diff <= tolerance:
         raise PackedAttentionError(
             f"packed conversations change each other's logits (max diff {diff:.3g} > {tolerance:.3g}): attention "
             f"crosses conversation boundaries with {type(collator).__name__} and "
-            f"attn_implementation={getattr(model.config, '_attn_implementation', None)}; use packing: false")
+            f"attn_implementation={getattr(model.config, '_attn_implementation', None)}; use packing: false"
+        )
     return diff
 
 

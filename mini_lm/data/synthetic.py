@@ -21,59 +21,185 @@ from datetime import date, timedelta
 from pathlib import Path
 
 SURNAMES = [
-    ("王", "Wang"), ("李", "Li"), ("张", "Zhang"), ("刘", "Liu"), ("陈", "Chen"), ("杨", "Yang"),
-    ("黄", "Huang"), ("赵", "Zhao"), ("吴", "Wu"), ("周", "Zhou"), ("徐", "Xu"), ("孙", "Sun"),
-    ("马", "Ma"), ("朱", "Zhu"), ("胡", "Hu"), ("郭", "Guo"), ("何", "He"), ("林", "Lin"),
-    ("高", "Gao"), ("罗", "Luo"), ("郑", "Zheng"), ("梁", "Liang"), ("谢", "Xie"), ("宋", "Song"),
-    ("唐", "Tang"), ("韩", "Han"), ("冯", "Feng"), ("邓", "Deng"), ("曹", "Cao"), ("彭", "Peng"),
+    ("王", "Wang"),
+    ("李", "Li"),
+    ("张", "Zhang"),
+    ("刘", "Liu"),
+    ("陈", "Chen"),
+    ("杨", "Yang"),
+    ("黄", "Huang"),
+    ("赵", "Zhao"),
+    ("吴", "Wu"),
+    ("周", "Zhou"),
+    ("徐", "Xu"),
+    ("孙", "Sun"),
+    ("马", "Ma"),
+    ("朱", "Zhu"),
+    ("胡", "Hu"),
+    ("郭", "Guo"),
+    ("何", "He"),
+    ("林", "Lin"),
+    ("高", "Gao"),
+    ("罗", "Luo"),
+    ("郑", "Zheng"),
+    ("梁", "Liang"),
+    ("谢", "Xie"),
+    ("宋", "Song"),
+    ("唐", "Tang"),
+    ("韩", "Han"),
+    ("冯", "Feng"),
+    ("邓", "Deng"),
+    ("曹", "Cao"),
+    ("彭", "Peng"),
 ]
 # (character, pinyin, m / f / n for neutral)
 GIVEN = [
-    ("伟", "wei", "m"), ("强", "qiang", "m"), ("军", "jun", "m"), ("杰", "jie", "m"), ("涛", "tao", "m"),
-    ("磊", "lei", "m"), ("斌", "bin", "m"), ("浩", "hao", "m"), ("鹏", "peng", "m"), ("刚", "gang", "m"),
-    ("勇", "yong", "m"), ("峰", "feng", "m"), ("建", "jian", "m"), ("志", "zhi", "m"), ("国", "guo", "m"),
-    ("芳", "fang", "f"), ("娜", "na", "f"), ("敏", "min", "f"), ("静", "jing", "f"), ("丽", "li", "f"),
-    ("艳", "yan", "f"), ("霞", "xia", "f"), ("婷", "ting", "f"), ("雪", "xue", "f"), ("琳", "lin", "f"),
-    ("玲", "ling", "f"), ("颖", "ying", "f"), ("慧", "hui", "f"), ("萍", "ping", "f"), ("燕", "yan", "f"),
-    ("明", "ming", "n"), ("华", "hua", "n"), ("文", "wen", "n"), ("佳", "jia", "n"), ("欣", "xin", "n"),
-    ("晓", "xiao", "n"), ("思", "si", "n"), ("雨", "yu", "n"), ("嘉", "jia", "n"), ("子", "zi", "n"),
-    ("一", "yi", "n"), ("安", "an", "n"), ("宁", "ning", "n"), ("乐", "le", "n"), ("天", "tian", "n"),
+    ("伟", "wei", "m"),
+    ("强", "qiang", "m"),
+    ("军", "jun", "m"),
+    ("杰", "jie", "m"),
+    ("涛", "tao", "m"),
+    ("磊", "lei", "m"),
+    ("斌", "bin", "m"),
+    ("浩", "hao", "m"),
+    ("鹏", "peng", "m"),
+    ("刚", "gang", "m"),
+    ("勇", "yong", "m"),
+    ("峰", "feng", "m"),
+    ("建", "jian", "m"),
+    ("志", "zhi", "m"),
+    ("国", "guo", "m"),
+    ("芳", "fang", "f"),
+    ("娜", "na", "f"),
+    ("敏", "min", "f"),
+    ("静", "jing", "f"),
+    ("丽", "li", "f"),
+    ("艳", "yan", "f"),
+    ("霞", "xia", "f"),
+    ("婷", "ting", "f"),
+    ("雪", "xue", "f"),
+    ("琳", "lin", "f"),
+    ("玲", "ling", "f"),
+    ("颖", "ying", "f"),
+    ("慧", "hui", "f"),
+    ("萍", "ping", "f"),
+    ("燕", "yan", "f"),
+    ("明", "ming", "n"),
+    ("华", "hua", "n"),
+    ("文", "wen", "n"),
+    ("佳", "jia", "n"),
+    ("欣", "xin", "n"),
+    ("晓", "xiao", "n"),
+    ("思", "si", "n"),
+    ("雨", "yu", "n"),
+    ("嘉", "jia", "n"),
+    ("子", "zi", "n"),
+    ("一", "yi", "n"),
+    ("安", "an", "n"),
+    ("宁", "ning", "n"),
+    ("乐", "le", "n"),
+    ("天", "tian", "n"),
 ]
 CITIES = [
-    ("北京", "Beijing"), ("上海", "Shanghai"), ("广州", "Guangzhou"), ("深圳", "Shenzhen"),
-    ("杭州", "Hangzhou"), ("南京", "Nanjing"), ("成都", "Chengdu"), ("重庆", "Chongqing"),
-    ("武汉", "Wuhan"), ("西安", "Xi'an"), ("天津", "Tianjin"), ("苏州", "Suzhou"), ("长沙", "Changsha"),
-    ("郑州", "Zhengzhou"), ("青岛", "Qingdao"), ("厦门", "Xiamen"), ("昆明", "Kunming"), ("大连", "Dalian"),
-    ("哈尔滨", "Harbin"), ("沈阳", "Shenyang"), ("济南", "Jinan"), ("合肥", "Hefei"), ("福州", "Fuzhou"),
-    ("南昌", "Nanchang"), ("贵阳", "Guiyang"), ("兰州", "Lanzhou"), ("拉萨", "Lhasa"), ("海口", "Haikou"),
-    ("宁波", "Ningbo"), ("太原", "Taiyuan"),
+    ("北京", "Beijing"),
+    ("上海", "Shanghai"),
+    ("广州", "Guangzhou"),
+    ("深圳", "Shenzhen"),
+    ("杭州", "Hangzhou"),
+    ("南京", "Nanjing"),
+    ("成都", "Chengdu"),
+    ("重庆", "Chongqing"),
+    ("武汉", "Wuhan"),
+    ("西安", "Xi'an"),
+    ("天津", "Tianjin"),
+    ("苏州", "Suzhou"),
+    ("长沙", "Changsha"),
+    ("郑州", "Zhengzhou"),
+    ("青岛", "Qingdao"),
+    ("厦门", "Xiamen"),
+    ("昆明", "Kunming"),
+    ("大连", "Dalian"),
+    ("哈尔滨", "Harbin"),
+    ("沈阳", "Shenyang"),
+    ("济南", "Jinan"),
+    ("合肥", "Hefei"),
+    ("福州", "Fuzhou"),
+    ("南昌", "Nanchang"),
+    ("贵阳", "Guiyang"),
+    ("兰州", "Lanzhou"),
+    ("拉萨", "Lhasa"),
+    ("海口", "Haikou"),
+    ("宁波", "Ningbo"),
+    ("太原", "Taiyuan"),
 ]
 UNIVERSITIES = [
-    ("北京大学", "Peking University"), ("清华大学", "Tsinghua University"), ("复旦大学", "Fudan University"),
-    ("浙江大学", "Zhejiang University"), ("南京大学", "Nanjing University"), ("武汉大学", "Wuhan University"),
-    ("中山大学", "Sun Yat-sen University"), ("四川大学", "Sichuan University"),
-    ("山东大学", "Shandong University"), ("厦门大学", "Xiamen University"), ("同济大学", "Tongji University"),
-    ("南开大学", "Nankai University"), ("吉林大学", "Jilin University"),
-    ("西安交通大学", "Xi'an Jiaotong University"), ("哈尔滨工业大学", "Harbin Institute of Technology"),
+    ("北京大学", "Peking University"),
+    ("清华大学", "Tsinghua University"),
+    ("复旦大学", "Fudan University"),
+    ("浙江大学", "Zhejiang University"),
+    ("南京大学", "Nanjing University"),
+    ("武汉大学", "Wuhan University"),
+    ("中山大学", "Sun Yat-sen University"),
+    ("四川大学", "Sichuan University"),
+    ("山东大学", "Shandong University"),
+    ("厦门大学", "Xiamen University"),
+    ("同济大学", "Tongji University"),
+    ("南开大学", "Nankai University"),
+    ("吉林大学", "Jilin University"),
+    ("西安交通大学", "Xi'an Jiaotong University"),
+    ("哈尔滨工业大学", "Harbin Institute of Technology"),
     ("兰州大学", "Lanzhou University"),
 ]
 MAJORS = [
-    ("计算机科学", "computer science"), ("数学", "mathematics"), ("物理学", "physics"), ("化学", "chemistry"),
-    ("生物学", "biology"), ("经济学", "economics"), ("法学", "law"), ("历史学", "history"),
-    ("哲学", "philosophy"), ("医学", "medicine"), ("建筑学", "architecture"),
-    ("机械工程", "mechanical engineering"), ("新闻学", "journalism"), ("心理学", "psychology"),
-    ("音乐", "music"), ("土木工程", "civil engineering"),
+    ("计算机科学", "computer science"),
+    ("数学", "mathematics"),
+    ("物理学", "physics"),
+    ("化学", "chemistry"),
+    ("生物学", "biology"),
+    ("经济学", "economics"),
+    ("法学", "law"),
+    ("历史学", "history"),
+    ("哲学", "philosophy"),
+    ("医学", "medicine"),
+    ("建筑学", "architecture"),
+    ("机械工程", "mechanical engineering"),
+    ("新闻学", "journalism"),
+    ("心理学", "psychology"),
+    ("音乐", "music"),
+    ("土木工程", "civil engineering"),
 ]
 COMPANIES = [
-    ("星河科技", "Xinghe Technology"), ("云帆网络", "Yunfan Networks"), ("青松医药", "Qingsong Pharmaceuticals"),
-    ("蓝海物流", "Lanhai Logistics"), ("金桥银行", "Jinqiao Bank"), ("天工机械", "Tiangong Machinery"),
-    ("明德教育", "Mingde Education"), ("长风航空", "Changfeng Airlines"), ("华彩传媒", "Huacai Media"),
-    ("绿野农业", "Lvye Agriculture"), ("北辰能源", "Beichen Energy"), ("东岳汽车", "Dongyue Motors"),
-    ("南山食品", "Nanshan Foods"), ("远景建筑", "Yuanjing Construction"), ("白鹭旅游", "Bailu Travel"),
+    ("星河科技", "Xinghe Technology"),
+    ("云帆网络", "Yunfan Networks"),
+    ("青松医药", "Qingsong Pharmaceuticals"),
+    ("蓝海物流", "Lanhai Logistics"),
+    ("金桥银行", "Jinqiao Bank"),
+    ("天工机械", "Tiangong Machinery"),
+    ("明德教育", "Mingde Education"),
+    ("长风航空", "Changfeng Airlines"),
+    ("华彩传媒", "Huacai Media"),
+    ("绿野农业", "Lvye Agriculture"),
+    ("北辰能源", "Beichen Energy"),
+    ("东岳汽车", "Dongyue Motors"),
+    ("南山食品", "Nanshan Foods"),
+    ("远景建筑", "Yuanjing Construction"),
+    ("白鹭旅游", "Bailu Travel"),
     ("恒信保险", "Hengxin Insurance"),
 ]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 ATTRIBUTES = ["birth_date", "birthplace", "university", "major", "employer", "work_city"]
 
 # {n}: the subject (full name or pronoun); {p}: English possessive ("Wei Wang's" / "His").
@@ -88,11 +214,19 @@ BIO_TEMPLATES = {
     },
     "en": {
         "birth_date": ["{n} was born on {v}.", "{p} birthday is {v}.", "{n} came into the world on {v}."],
-        "birthplace": ["{n} was born in {v}.", "{p} birthplace is {v}.", "{n} spent {q} early years in {v}, where {s} was born."],
+        "birthplace": [
+            "{n} was born in {v}.",
+            "{p} birthplace is {v}.",
+            "{n} spent {q} early years in {v}, where {s} was born.",
+        ],
         "university": ["{n} graduated from {v}.", "{n} studied at {v}.", "{n} received a degree from {v}."],
         "major": ["{n} majored in {v}.", "{n} studied {v} in college.", "{p} field of study was {v}."],
         "employer": ["{n} works at {v}.", "{n} is employed by {v}.", "{n} has a job at {v}."],
-        "work_city": ["{n} lives in {v}.", "{n} currently lives and works in {v}.", "{n} has settled in {v}."],
+        "work_city": [
+            "{n} lives in {v}.",
+            "{n} currently lives and works in {v}.",
+            "{n} has settled in {v}.",
+        ],
     },
 }
 QUESTION_TEMPLATES = {
@@ -115,10 +249,22 @@ QUESTION_TEMPLATES = {
 }
 # Raw-continuation prompts (for pretraining probes): the text before the fact.
 COMPLETION_TEMPLATES = {
-    "zh": {"birth_date": "{n}出生于", "birthplace": "{n}出生在", "university": "{n}毕业于",
-           "major": "{n}的专业是", "employer": "{n}就职于", "work_city": "{n}目前生活在"},
-    "en": {"birth_date": "{n} was born on", "birthplace": "{n} was born in", "university": "{n} graduated from",
-           "major": "{n} majored in", "employer": "{n} works at", "work_city": "{n} lives in"},
+    "zh": {
+        "birth_date": "{n}出生于",
+        "birthplace": "{n}出生在",
+        "university": "{n}毕业于",
+        "major": "{n}的专业是",
+        "employer": "{n}就职于",
+        "work_city": "{n}目前生活在",
+    },
+    "en": {
+        "birth_date": "{n} was born on",
+        "birthplace": "{n} was born in",
+        "university": "{n} graduated from",
+        "major": "{n} majored in",
+        "employer": "{n} works at",
+        "work_city": "{n} lives in",
+    },
 }
 
 
@@ -143,8 +289,11 @@ class Person:
         """Attribute -> value as written in ``lang``: {'birth_date': '1987年3月5日', ...}."""
         i = 0 if lang == "zh" else 1
         born = date.fromisoformat(self.birth_date)
-        when = f"{born.year}年{born.month}月{born.day}日" if lang == "zh" else \
-            f"{MONTHS[born.month - 1]} {born.day}, {born.year}"
+        when = (
+            f"{born.year}年{born.month}月{born.day}日"
+            if lang == "zh"
+            else f"{MONTHS[born.month - 1]} {born.day}, {born.year}"
+        )
         return {
             "birth_date": when,
             "birthplace": CITIES[self.birthplace][i],
@@ -187,14 +336,21 @@ def generate_world(seed: int = 0, n_people: int = 200, heldout_fraction: float =
         names_zh.add(name_zh)
         names_en.add(name_en)
         pid = len(world.people)
-        world.people.append(Person(
-            id=pid, name_zh=name_zh, name_en=name_en, gender=gender,
-            birth_date=(first_day + timedelta(days=rng.randrange(span))).isoformat(),
-            birthplace=rng.randrange(len(CITIES)), university=rng.randrange(len(UNIVERSITIES)),
-            major=rng.randrange(len(MAJORS)), employer=rng.randrange(len(COMPANIES)),
-            work_city=rng.randrange(len(CITIES)),
-            split="heldout" if pid >= n_people - n_heldout else "sft",
-        ))
+        world.people.append(
+            Person(
+                id=pid,
+                name_zh=name_zh,
+                name_en=name_en,
+                gender=gender,
+                birth_date=(first_day + timedelta(days=rng.randrange(span))).isoformat(),
+                birthplace=rng.randrange(len(CITIES)),
+                university=rng.randrange(len(UNIVERSITIES)),
+                major=rng.randrange(len(MAJORS)),
+                employer=rng.randrange(len(COMPANIES)),
+                work_city=rng.randrange(len(CITIES)),
+                split="heldout" if pid >= n_people - n_heldout else "sft",
+            )
+        )
     return world
 
 
@@ -202,8 +358,12 @@ def _pronouns(person: Person, lang: str) -> dict[str, str]:
     if lang == "zh":
         return {"n": "他" if person.gender == "m" else "她"}
     he = person.gender == "m"
-    return {"n": "He" if he else "She", "p": "His" if he else "Her", "q": "his" if he else "her",
-            "s": "he" if he else "she"}
+    return {
+        "n": "He" if he else "She",
+        "p": "His" if he else "Her",
+        "q": "his" if he else "her",
+        "s": "he" if he else "she",
+    }
 
 
 def write_biography(person: Person, lang: str, rng: random.Random) -> str:
@@ -225,13 +385,28 @@ def qa_pairs(person: Person, lang: str) -> list[dict]:
     for attr in ATTRIBUTES:
         answer = BIO_TEMPLATES[lang][attr][0].format(n=name, p=f"{name}'s", v=facts[attr])
         for question in QUESTION_TEMPLATES[lang][attr]:
-            out.append({"person_id": person.id, "lang": lang, "attribute": attr, "split": person.split,
-                        "question": question.format(n=name), "answer": answer, "expected": facts[attr]})
+            out.append(
+                {
+                    "person_id": person.id,
+                    "lang": lang,
+                    "attribute": attr,
+                    "split": person.split,
+                    "question": question.format(n=name),
+                    "answer": answer,
+                    "expected": facts[attr],
+                }
+            )
     return out
 
 
-def write_world(out_dir: str | Path, seed: int = 0, n_people: int = 200, bios_per_person: int = 4,
-                langs: tuple[str, ...] = ("zh", "en"), heldout_fraction: float = 0.5) -> dict[str, Path]:
+def write_world(
+    out_dir: str | Path,
+    seed: int = 0,
+    n_people: int = 200,
+    bios_per_person: int = 4,
+    langs: tuple[str, ...] = ("zh", "en"),
+    heldout_fraction: float = 0.5,
+) -> dict[str, Path]:
     """Write people.jsonl, bios.jsonl ({"text"}), qa_sft.jsonl / qa_heldout.jsonl (chat ``messages``),
     completions.jsonl (raw-continuation prompts such as "王伟出生于" with the expected value) and
     probe_questions.yaml (a few of both kinds, for the checkpoint probes).
@@ -242,26 +417,53 @@ def write_world(out_dir: str | Path, seed: int = 0, n_people: int = 200, bios_pe
     out.mkdir(parents=True, exist_ok=True)
     world = generate_world(seed, n_people, heldout_fraction)
     rng = random.Random(seed + 1)
-    bios = [{"text": write_biography(p, lang, rng), "person_id": p.id, "lang": lang}
-            for p in world.people for lang in langs for _ in range(bios_per_person)]
+    bios = [
+        {"text": write_biography(p, lang, rng), "person_id": p.id, "lang": lang}
+        for p in world.people
+        for lang in langs
+        for _ in range(bios_per_person)
+    ]
     rng.shuffle(bios)
-    paths = {name: out / f"{name}.jsonl" for name in ("people", "bios", "qa_sft", "qa_heldout", "completions")}
+    paths = {
+        name: out / f"{name}.jsonl" for name in ("people", "bios", "qa_sft", "qa_heldout", "completions")
+    }
     paths["probe_questions"] = write_probe_questions(world, out / "probe_questions.yaml", langs=langs)
-    _write_jsonl(paths["people"], [{**asdict(p), "facts": {lang: p.facts(lang) for lang in langs}}
-                                   for p in world.people])
+    _write_jsonl(
+        paths["people"],
+        [{**asdict(p), "facts": {lang: p.facts(lang) for lang in langs}} for p in world.people],
+    )
     _write_jsonl(paths["bios"], bios)
     for split in ("sft", "heldout"):
         records = [qa for p in world.people if p.split == split for lang in langs for qa in qa_pairs(p, lang)]
-        _write_jsonl(paths[f"qa_{split}"], [
-            {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}],
-             **{k: r[k] for k in ("person_id", "lang", "attribute", "expected")}}
-            for r in records
-        ])
-    _write_jsonl(paths["completions"], [
-        {"prompt": COMPLETION_TEMPLATES[lang][attr].format(n=p.name(lang)), "expected": p.facts(lang)[attr],
-         "person_id": p.id, "split": p.split, "lang": lang, "attribute": attr}
-        for p in world.people for lang in langs for attr in ATTRIBUTES
-    ])
+        _write_jsonl(
+            paths[f"qa_{split}"],
+            [
+                {
+                    "messages": [
+                        {"role": "user", "content": r["question"]},
+                        {"role": "assistant", "content": r["answer"]},
+                    ],
+                    **{k: r[k] for k in ("person_id", "lang", "attribute", "expected")},
+                }
+                for r in records
+            ],
+        )
+    _write_jsonl(
+        paths["completions"],
+        [
+            {
+                "prompt": COMPLETION_TEMPLATES[lang][attr].format(n=p.name(lang)),
+                "expected": p.facts(lang)[attr],
+                "person_id": p.id,
+                "split": p.split,
+                "lang": lang,
+                "attribute": attr,
+            }
+            for p in world.people
+            for lang in langs
+            for attr in ATTRIBUTES
+        ],
+    )
     return paths
 
 
@@ -274,9 +476,13 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 PROBE_ATTRIBUTES = ("birthplace", "university", "employer")
 
 
-def write_probe_questions(world: World, path: str | Path, people_per_split: int = 2,
-                          attributes: tuple[str, ...] = PROBE_ATTRIBUTES,
-                          langs: tuple[str, ...] = ("zh", "en")) -> Path:
+def write_probe_questions(
+    world: World,
+    path: str | Path,
+    people_per_split: int = 2,
+    attributes: tuple[str, ...] = PROBE_ATTRIBUTES,
+    langs: tuple[str, ...] = ("zh", "en"),
+) -> Path:
     """A probe questions file (mini_lm/probing.py format) about the first ``people_per_split``
     people of each split: raw completions ("王伟出生在" -> 厦门) for pretraining checkpoints and chat
     questions for SFT ones, each with the expected value and ``group: sft | heldout``.
@@ -285,20 +491,38 @@ def write_probe_questions(world: World, path: str | Path, people_per_split: int 
     """
     import yaml
 
-    chosen = [p for split in ("sft", "heldout") for p in [q for q in world.people if q.split == split][:people_per_split]]
+    chosen = [
+        p
+        for split in ("sft", "heldout")
+        for p in [q for q in world.people if q.split == split][:people_per_split]
+    ]
     questions = []
     for person in chosen:
         for lang in langs:
             facts = person.facts(lang)
             for attr in attributes:
                 base = {"expected": facts[attr], "group": person.split}
-                questions.append({"id": f"p{person.id}.{lang}.{attr}",
-                                  "prompt": COMPLETION_TEMPLATES[lang][attr].format(n=person.name(lang)), **base})
-                questions.append({"id": f"p{person.id}.{lang}.{attr}",
-                                  "question": QUESTION_TEMPLATES[lang][attr][0].format(n=person.name(lang)), **base})
-    header = (f"# Probe questions about {len(chosen)} people of the synthetic world (seed {world.seed}): raw\n"
-              "# completions for pretraining checkpoints, chat questions for SFT ones; group = SFT split.\n")
+                questions.append(
+                    {
+                        "id": f"p{person.id}.{lang}.{attr}",
+                        "prompt": COMPLETION_TEMPLATES[lang][attr].format(n=person.name(lang)),
+                        **base,
+                    }
+                )
+                questions.append(
+                    {
+                        "id": f"p{person.id}.{lang}.{attr}",
+                        "question": QUESTION_TEMPLATES[lang][attr][0].format(n=person.name(lang)),
+                        **base,
+                    }
+                )
+    header = (
+        f"# Probe questions about {len(chosen)} people of the synthetic world (seed {world.seed}): raw\n"
+        "# completions for pretraining checkpoints, chat questions for SFT ones; group = SFT split.\n"
+    )
     path = Path(path)
-    path.write_text(header + yaml.safe_dump({"questions": questions}, allow_unicode=True, sort_keys=False),
-                    encoding="utf-8")
+    path.write_text(
+        header + yaml.safe_dump({"questions": questions}, allow_unicode=True, sort_keys=False),
+        encoding="utf-8",
+    )
     return path

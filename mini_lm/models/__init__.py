@@ -45,7 +45,9 @@ def padded_vocab_size(tokenizer: PreTrainedTokenizerBase, multiple: int) -> int:
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict:
     stops = stop_token_ids(tokenizer)
     return {
-        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else (stops or [None])[0],
+        "bos_token_id": tokenizer.bos_token_id
+        if tokenizer.bos_token_id is not None
+        else (stops or [None])[0],
         "eos_token_id": stops[0] if len(stops) == 1 else (stops or None),
         "pad_token_id": tokenizer.pad_token_id,
     }
@@ -134,7 +136,9 @@ def build_model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase)
         raise ModelConfigError(
             f"hidden_size={args.hidden_size} is not divisible by num_attention_heads={args.num_attention_heads}"
         )
-    return CONFIG_BUILDERS[args.model_family](args, padded_vocab_size(tokenizer, args.vocab_pad_multiple), _special_ids(tokenizer))
+    return CONFIG_BUILDERS[args.model_family](
+        args, padded_vocab_size(tokenizer, args.vocab_pad_multiple), _special_ids(tokenizer)
+    )
 
 
 @functools.cache
@@ -187,8 +191,11 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
             args.model_name_or_path, attn_implementation=attn, dtype=_DTYPES.get(args.dtype, "auto")
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-            logger.warning("tokenizer has %d tokens, model embeddings %d: resizing",
-                           len(tokenizer), model.get_input_embeddings().num_embeddings)
+            logger.warning(
+                "tokenizer has %d tokens, model embeddings %d: resizing",
+                len(tokenizer),
+                model.get_input_embeddings().num_embeddings,
+            )
             model.resize_token_embeddings(padded_vocab_size(tokenizer, args.vocab_pad_multiple))
     else:
         config = build_model_config(args, tokenizer)
@@ -203,8 +210,12 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
             "mini_lm.tokenization.load_tokenizer or PreTrainedTokenizerFast.from_pretrained",
             model.config.model_type,
         )
-    logger.info("model: %s, %.2fM parameters (%.2fM without embeddings)", type(model).__name__,
-                count_parameters(model) / 1e6, count_parameters(model, exclude_embeddings=True) / 1e6)
+    logger.info(
+        "model: %s, %.2fM parameters (%.2fM without embeddings)",
+        type(model).__name__,
+        count_parameters(model) / 1e6,
+        count_parameters(model, exclude_embeddings=True) / 1e6,
+    )
     return model
 
 
@@ -222,7 +233,9 @@ def count_parameters(model: torch.nn.Module, exclude_embeddings: bool = False) -
     seen, total = set(), 0
     embeddings = set()
     if exclude_embeddings:
-        embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        embeddings = {
+            id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+        }
     for p in model.parameters():
         if id(p) in seen or id(p) in embeddings:
             continue

@@ -64,8 +64,14 @@ class BertNextTokenConfig(BertConfig):
 
     model_type = "bert_next_token"
 
-    def __init__(self, context_window: int | None = None, mask_token_id: int | None = None,
-                 cls_token_id: int | None = None, sep_token_id: int | None = None, **kwargs):
+    def __init__(
+        self,
+        context_window: int | None = None,
+        mask_token_id: int | None = None,
+        cls_token_id: int | None = None,
+        sep_token_id: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         # context tokens the model sees; None -> as many as the position table allows
         self.context_window = context_window
@@ -88,22 +94,29 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
 
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase, context_window: int | None = None) -> None:
         """Take the scheme's token ids from ``tokenizer``; never let generation emit the scheme tokens."""
-        missing = [n for n in ("cls_token", "mask_token", "sep_token", "pad_token") if getattr(tokenizer, n) is None]
+        missing = [
+            n for n in ("cls_token", "mask_token", "sep_token", "pad_token") if getattr(tokenizer, n) is None
+        ]
         if missing:
-            raise ValueError(f"the BERT adapter needs a tokenizer with {', '.join(missing)} (a WordPiece "
-                             "BERT vocab, see mini_lm.models.bert_adapter.bert_tokenizer)")
+            raise ValueError(
+                f"the BERT adapter needs a tokenizer with {', '.join(missing)} (a WordPiece "
+                "BERT vocab, see mini_lm.models.bert_adapter.bert_tokenizer)"
+            )
         cfg = self.config
         cfg.mask_token_id, cfg.cls_token_id = tokenizer.mask_token_id, tokenizer.cls_token_id
         cfg.sep_token_id, cfg.pad_token_id = tokenizer.sep_token_id, tokenizer.pad_token_id
         if context_window is not None:
             limit = cfg.max_position_embeddings - SCHEME_TOKENS
             if not 1 <= context_window <= limit:
-                raise ValueError(f"context_window={context_window} must be in [1, {limit}] "
-                                 f"(max_position_embeddings={cfg.max_position_embeddings} minus [CLS] [MASK] [SEP])")
+                raise ValueError(
+                    f"context_window={context_window} must be in [1, {limit}] "
+                    f"(max_position_embeddings={cfg.max_position_embeddings} minus [CLS] [MASK] [SEP])"
+                )
             cfg.context_window = context_window
         # [UNK] included: it decodes to nothing, so a sampled [UNK] would be an invisible token.
         self.generation_config.suppress_tokens = sorted(
-            {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id, tokenizer.unk_token_id} - {None}
+            {tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id, tokenizer.unk_token_id}
+            - {None}
         )
 
     def scheme_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
@@ -114,16 +127,20 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
         """
         cfg = self.config
         if None in (cfg.mask_token_id, cfg.cls_token_id, cfg.sep_token_id):
-            raise ValueError("BertNextTokenLM has no [MASK]/[CLS]/[SEP] ids: call bind_tokenizer(tokenizer) first")
+            raise ValueError(
+                "BertNextTokenLM has no [MASK]/[CLS]/[SEP] ids: call bind_tokenizer(tokenizer) first"
+            )
         if input_ids.shape[1] == 0:
             raise ValueError("BertNextTokenLM needs at least one context token per row (got an empty prompt)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        ids, mask = input_ids[:, -self.window:], attention_mask[:, -self.window:]  # (B, W')
+        ids, mask = input_ids[:, -self.window :], attention_mask[:, -self.window :]  # (B, W')
         if not bool((mask[:, 1:] >= mask[:, :-1]).all() and mask[:, -1].all()):
             raise ValueError("BertNextTokenLM needs left-padded rows: the [MASK] goes after the last column")
         column = torch.ones_like(ids[:, :1])  # (B, 1)
-        ids = torch.cat([column * cfg.pad_token_id, ids, column * cfg.mask_token_id, column * cfg.sep_token_id], 1)
+        ids = torch.cat(
+            [column * cfg.pad_token_id, ids, column * cfg.mask_token_id, column * cfg.sep_token_id], 1
+        )
         mask = torch.cat([column * 0, mask, column, column], 1)  # (B, W' + 3)
         rows, first_real = torch.arange(len(ids), device=ids.device), (mask == 0).sum(1) - 1
         ids[rows, first_real], mask[rows, first_real] = cfg.cls_token_id, 1  # [CLS] right before each context
@@ -131,9 +148,14 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
         positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids) + offset
         return ids, mask, positions
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, num_items_in_batch: int | torch.Tensor | None = None,
-                **kwargs) -> CausalLMOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutput:
         """logits (B, 1, V) for the token after each row; ``labels`` (B,) -> mean cross-entropy."""
         ids, mask, positions = self.scheme_inputs(input_ids, attention_mask)
         hidden = self.bert(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
@@ -190,12 +212,16 @@ def bert_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
     backend.normalizer = normalizers.Sequence(
         [normalizers.Replace(a, b) for a, b in _PUNCTUATION_MAP.items()] + [backend.normalizer]
     )
-    backend.decoder = decoders.Sequence([
-        decoders.WordPiece(prefix="##", cleanup=True),
-        decoders.Fuse(),
-        decoders.Replace(Regex(f"(?<={_CJK}) | (?={_CJK})"), ""),
-    ])
-    specials = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    backend.decoder = decoders.Sequence(
+        [
+            decoders.WordPiece(prefix="##", cleanup=True),
+            decoders.Fuse(),
+            decoders.Replace(Regex(f"(?<={_CJK}) | (?={_CJK})"), ""),
+        ]
+    )
+    specials = dict(
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
     missing = [tok for tok in specials.values() if backend.token_to_id(tok) is None]
     if missing:
         raise TokenizerError(f"{path}/vocab.txt lacks the BERT special tokens {', '.join(missing)}")

@@ -40,11 +40,17 @@ STATIC = Path(__file__).parent / "static"
 _END = object()  # posted to a stream's queue when its job is done
 
 
-def create_app(model, tokenizer, model_name: str, limits: ServeLimits | None = None,
-               api_key: str | None = None) -> FastAPI:
+def create_app(
+    model, tokenizer, model_name: str, limits: ServeLimits | None = None, api_key: str | None = None
+) -> FastAPI:
     limits = limits or ServeLimits()
-    engine = GenerationEngine(model, tokenizer, max_pending=limits.max_concurrent,
-                              max_batch_size=limits.max_batch_size, batch_wait_s=limits.batch_wait_ms / 1000)
+    engine = GenerationEngine(
+        model,
+        tokenizer,
+        max_pending=limits.max_concurrent,
+        max_batch_size=limits.max_batch_size,
+        batch_wait_s=limits.batch_wait_ms / 1000,
+    )
     preparer = RequestPreparer(model, tokenizer, model_name, limits)
 
     @asynccontextmanager
@@ -71,14 +77,17 @@ def create_app(model, tokenizer, model_name: str, limits: ServeLimits | None = N
     return app
 
 
-def _api_router(engine: GenerationEngine, preparer: RequestPreparer, model_name: str,
-                api_key: str | None) -> APIRouter:
+def _api_router(
+    engine: GenerationEngine, preparer: RequestPreparer, model_name: str, api_key: str | None
+) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(_auth(api_key))])
 
     @router.get("/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
-                                            "owned_by": "mini_lm"}]}
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "mini_lm"}],
+        }
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
@@ -88,7 +97,9 @@ def _api_router(engine: GenerationEngine, preparer: RequestPreparer, model_name:
     @router.post("/completions")
     async def completions(body: CompletionRequest):
         prepared = await run_in_threadpool(preparer.prepare_completion, body)
-        return await _respond(engine, prepared, body, ChunkWriter(model_name, chat=False), completion_response)
+        return await _respond(
+            engine, prepared, body, ChunkWriter(model_name, chat=False), completion_response
+        )
 
     return router
 
@@ -96,8 +107,10 @@ def _api_router(engine: GenerationEngine, preparer: RequestPreparer, model_name:
 def _auth(api_key: str | None):
     async def check(authorization: str | None = Header(None)) -> None:
         if api_key and not secrets.compare_digest(authorization or "", f"Bearer {api_key}"):
-            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")
+            raise APIError(
+                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
+            )
+
     return check
 
 
@@ -120,8 +133,12 @@ def _submit(engine: GenerationEngine, job: Job):
     try:
         return engine.submit(job)
     except ServerBusy as err:
-        raise APIError(429, f"{err}; retry later (limit: mini-lm serve --max-concurrent)",
-                       code="server_busy", kind="rate_limit_error") from err
+        raise APIError(
+            429,
+            f"{err}; retry later (limit: mini-lm serve --max-concurrent)",
+            code="server_busy",
+            kind="rate_limit_error",
+        ) from err
     except EngineClosed as err:
         raise APIError(503, str(err), kind="server_error") from err
 
@@ -142,16 +159,20 @@ async def _stream_response(engine, prepared: Prepared, body, writer: ChunkWriter
     job = Job(prepared.rows, prepared.settings, on_piece=put)
     _submit(engine, job).add_done_callback(lambda _future: put(_END))
     events = _sse_events(job, queue, writer, prepared, body.include_usage())
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _sse(payload) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def _sse_events(job: Job, queue: asyncio.Queue, writer: ChunkWriter, prepared: Prepared,
-                      include_usage: bool):
+async def _sse_events(
+    job: Job, queue: asyncio.Queue, writer: ChunkWriter, prepared: Prepared, include_usage: bool
+):
     stops = StopStringFilter(prepared.stops)
     try:
         if (opening := writer.opening()) is not None:

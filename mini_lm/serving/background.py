@@ -1,7 +1,7 @@
 """Run the app under uvicorn in a background thread (tests, benchmarks, notebooks).
 
-    with serve_in_thread(create_app(model, tokenizer, "tiny")) as url:
-        httpx.get(f"{url}/health")
+with serve_in_thread(create_app(model, tokenizer, "tiny")) as url:
+    httpx.get(f"{url}/health")
 """
 
 from __future__ import annotations

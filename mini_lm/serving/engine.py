@@ -50,8 +50,9 @@ class Job:
 
 
 class GenerationEngine:
-    def __init__(self, model, tokenizer, max_pending: int = 32, max_batch_size: int = 8,
-                 batch_wait_s: float = 0.0):
+    def __init__(
+        self, model, tokenizer, max_pending: int = 32, max_batch_size: int = 8, batch_wait_s: float = 0.0
+    ):
         self.model, self.tokenizer = model, tokenizer
         self.max_pending, self.max_batch_size, self.batch_wait_s = max_pending, max_batch_size, batch_wait_s
         self._queue: deque[Job] = deque()
@@ -59,8 +60,14 @@ class GenerationEngine:
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.counters = {"requests": 0, "batches": 0, "rows": 0, "largest_batch": 0, "generated_tokens": 0,
-                         "errors": 0}
+        self.counters = {
+            "requests": 0,
+            "batches": 0,
+            "rows": 0,
+            "largest_batch": 0,
+            "generated_tokens": 0,
+            "errors": 0,
+        }
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="mini-lm-generation", daemon=True)
@@ -140,13 +147,17 @@ class GenerationEngine:
         self.counters["requests"] += len(jobs)
         self.counters["batches"] += 1
         self.counters["rows"] += len(rows)
-        self.counters["largest_batch"] = max(self.counters["largest_batch"], min(len(rows), self.max_batch_size))
+        self.counters["largest_batch"] = max(
+            self.counters["largest_batch"], min(len(rows), self.max_batch_size)
+        )
         logger.debug("generating %d rows for %d requests", len(rows), len(jobs))
         try:
             if jobs[0].streaming:
                 results = [self._stream(jobs[0])]
             else:
-                results = generate(self.model, self.tokenizer, rows, jobs[0].settings, batch_size=self.max_batch_size)
+                results = generate(
+                    self.model, self.tokenizer, rows, jobs[0].settings, batch_size=self.max_batch_size
+                )
         except Exception as err:  # the request fails; the server keeps serving
             logger.exception("generation failed")
             self.counters["errors"] += 1
@@ -156,7 +167,7 @@ class GenerationEngine:
         self.counters["generated_tokens"] += sum(len(r.token_ids) for r in results)
         for job in jobs:
             job.future.set_result(results[: len(job.prompts)])
-            results = results[len(job.prompts):]
+            results = results[len(job.prompts) :]
 
     def _stream(self, job: Job) -> GenerationResult:
         pieces = stream(self.model, self.tokenizer, job.prompts[0], job.settings, cancel=job.cancel)

@@ -12,8 +12,14 @@ from starlette.exceptions import HTTPException
 class APIError(Exception):
     """An error the client caused (4xx) or should see, in OpenAI's ``{"error": {...}}`` shape."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
@@ -21,8 +27,9 @@ class APIError(Exception):
         return error_body(self.message, self.kind, self.param, self.code)
 
 
-def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -65,13 +72,19 @@ def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
     """
     first = errors[0]
     if first["type"] == "json_invalid":
-        return (f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])} "
-                f"at character {first['loc'][-1]}"), None
+        return (
+            f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])} "
+            f"at character {first['loc'][-1]}"
+        ), None
     if tuple(first["loc"]) == ("body",) and first["type"] != "value_error":  # no body, or not an object
         return "request body must be a JSON object (Content-Type: application/json)", None
     problems: dict[str, list[str]] = {}  # field -> messages (a union field fails once per member)
     for error in errors:
-        msg = "unsupported field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+        msg = (
+            "unsupported field"
+            if error["type"] == "extra_forbidden"
+            else error["msg"].removeprefix("Value error, ")
+        )
         problems.setdefault(_field_path(error["loc"]), [])
         if msg not in problems[_field_path(error["loc"])]:
             problems[_field_path(error["loc"])].append(msg)
@@ -108,4 +121,6 @@ class BodySizeLimit:
 
 
 def body_too_large(limit: int) -> str:
-    return f"request body is larger than this server's limit of {limit} bytes (mini-lm serve --max-body-bytes)"
+    return (
+        f"request body is larger than this server's limit of {limit} bytes (mini-lm serve --max-body-bytes)"
+    )

@@ -22,12 +22,20 @@ class ServeLimits:
     batch_wait_ms: float = 0.0  # how long a batch waits for more compatible requests
 
     def __post_init__(self):
-        for name in ("max_tokens", "default_max_tokens", "max_body_bytes", "max_concurrent",
-                     "max_batch_size", "max_rows_per_request"):
+        for name in (
+            "max_tokens",
+            "default_max_tokens",
+            "max_body_bytes",
+            "max_concurrent",
+            "max_batch_size",
+            "max_rows_per_request",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.default_max_tokens > self.max_tokens:
-            raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens})")
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens})"
+            )
 
 
 @dataclass
@@ -45,8 +53,14 @@ class Prepared:
 class RequestPreparer:
     """Renders chat prompts, counts tokens and applies the limits. Runs in the threadpool."""
 
-    def __init__(self, model, tokenizer, model_name: str, limits: ServeLimits,
-                 defaults: GenerationSettings | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        model_name: str,
+        limits: ServeLimits,
+        defaults: GenerationSettings | None = None,
+    ):
         # A private copy: the engine's tokenizer is reconfigured (padding) while generating.
         self.tokenizer = copy.deepcopy(tokenizer)
         self.model_name, self.limits = model_name, limits
@@ -67,21 +81,32 @@ class RequestPreparer:
 
     def _check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
-            raise APIError(404, f"model '{name}' is not served here; this server serves '{self.model_name}' "
-                                "(GET /v1/models)", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"model '{name}' is not served here; this server serves '{self.model_name}' (GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
 
     def _prepare(self, body, prompts: list[str], echo: bool, field: str) -> Prepared:
         rows = len(prompts) * body.n
         if rows > self.limits.max_rows_per_request:
-            raise APIError(400, f"this request asks for {rows} completions (prompts x n); the limit is "
-                                f"{self.limits.max_rows_per_request} (--max-rows-per-request)", param="n")
+            raise APIError(
+                400,
+                f"this request asks for {rows} completions (prompts x n); the limit is "
+                f"{self.limits.max_rows_per_request} (--max-rows-per-request)",
+                param="n",
+            )
         counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         if min(counts) == 0:
             raise APIError(400, "empty prompt: generation needs at least one token to continue", param=field)
         max_new = self._max_new_tokens(body.requested_max_tokens(), max(counts), field)
         return Prepared(
-            model_name=self.model_name, rows=[p for p in prompts for _ in range(body.n)],
-            prompt_tokens=sum(counts), settings=self._settings(body, max_new), stops=body.stop_strings(),
+            model_name=self.model_name,
+            rows=[p for p in prompts for _ in range(body.n)],
+            prompt_tokens=sum(counts),
+            settings=self._settings(body, max_new),
+            stops=body.stop_strings(),
             echo=[p if echo else "" for p in prompts for _ in range(body.n)],
         )
 
@@ -89,19 +114,31 @@ class RequestPreparer:
         limits, context = self.limits, self.context
         caps = [cap for cap in (limits.max_prompt_tokens, context and context - 1) if cap]
         if caps and prompt_tokens > min(caps):
-            raise APIError(400, f"prompt is {prompt_tokens} tokens; this server accepts at most {min(caps)} "
-                                "(the model's context, or --max-prompt-tokens)", param=field,
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"prompt is {prompt_tokens} tokens; this server accepts at most {min(caps)} "
+                "(the model's context, or --max-prompt-tokens)",
+                param=field,
+                code="context_length_exceeded",
+            )
         if requested is not None and requested > limits.max_tokens:
-            raise APIError(400, f"max_tokens={requested} is above this server's limit of {limits.max_tokens} "
-                                "(mini-lm serve --max-tokens-limit)", param="max_tokens")
+            raise APIError(
+                400,
+                f"max_tokens={requested} is above this server's limit of {limits.max_tokens} "
+                "(mini-lm serve --max-tokens-limit)",
+                param="max_tokens",
+            )
         room = context - prompt_tokens if context else limits.max_tokens
         if requested is None:  # the default shrinks to fit; an explicit request must fit as asked
             requested = min(limits.default_max_tokens, room)
         if requested < 1 or requested > room:
-            raise APIError(400, f"prompt ({prompt_tokens} tokens) + max_tokens ({requested}) exceeds the "
-                                f"model's context length of {context} tokens", param="max_tokens",
-                           code="context_length_exceeded")
+            raise APIError(
+                400,
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({requested}) exceeds the "
+                f"model's context length of {context} tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         return requested
 
     def _settings(self, body, max_new_tokens: int) -> GenerationSettings:
@@ -110,10 +147,14 @@ class RequestPreparer:
         temperature = d.temperature if body.temperature is None else body.temperature
         try:
             return GenerationSettings(
-                max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                temperature=temperature or 1.0,
                 top_k=d.top_k if body.top_k is None else body.top_k,
                 top_p=d.top_p if body.top_p is None else body.top_p,
-                repetition_penalty=d.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
+                repetition_penalty=d.repetition_penalty
+                if body.repetition_penalty is None
+                else body.repetition_penalty,
                 seed=body.seed,
             )
         except ValueError as err:

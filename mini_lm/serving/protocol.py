@@ -115,7 +115,9 @@ class CompletionRequest(_SamplingRequest):
         if isinstance(self.prompt, list) and not self.prompt:
             raise ValueError("prompt is an empty list")
         if self.stream and isinstance(self.prompt, list) and len(self.prompt) > 1:
-            raise ValueError("a batch of prompts cannot be streamed: send them without stream, or one per request")
+            raise ValueError(
+                "a batch of prompts cannot be streamed: send them without stream, or one per request"
+            )
         return self
 
     def prompts(self) -> list[str]:
@@ -127,31 +129,52 @@ class CompletionRequest(_SamplingRequest):
 
 # ---- responses (plain dicts in OpenAI's shapes) ----
 
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def chat_response(model: str, choices: list[tuple[str, str]], use: dict) -> dict:
     """choices: (text, finish_reason) per choice."""
     return {
-        "id": new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                     "logprobs": None} for i, (text, reason) in enumerate(choices)],
-        "usage": use, "system_fingerprint": None,
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reason,
+                "logprobs": None,
+            }
+            for i, (text, reason) in enumerate(choices)
+        ],
+        "usage": use,
+        "system_fingerprint": None,
     }
 
 
 def completion_response(model: str, choices: list[tuple[str, str]], use: dict) -> dict:
     return {
-        "id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
-                    for i, (text, reason) in enumerate(choices)],
-        "usage": use, "system_fingerprint": None,
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+            for i, (text, reason) in enumerate(choices)
+        ],
+        "usage": use,
+        "system_fingerprint": None,
     }
 
 
@@ -160,9 +183,13 @@ class ChunkWriter:
 
     def __init__(self, model: str, chat: bool):
         self.chat = chat
-        self.head = {"id": new_id("chatcmpl" if chat else "cmpl"),
-                     "object": "chat.completion.chunk" if chat else "text_completion",
-                     "created": int(time.time()), "model": model, "system_fingerprint": None}
+        self.head = {
+            "id": new_id("chatcmpl" if chat else "cmpl"),
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
 
     def _choice(self, text: str | None, finish_reason: str | None, first: bool = False) -> dict:
         if not self.chat:

@@ -15,8 +15,8 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 class StopStringFilter:
     """Passes streamed text through, holding back any tail that could begin a stop string.
 
-        f = StopStringFilter(["END"])
-        f.feed("abcE") -> "abc";  f.feed("ND tail") -> "";  f.stopped -> True
+    f = StopStringFilter(["END"])
+    f.feed("abcE") -> "abc";  f.feed("ND tail") -> "";  f.stopped -> True
     """
 
     def __init__(self, stops: list[str]):
@@ -30,7 +30,7 @@ class StopStringFilter:
             return "" if self.stopped else piece
         text, self.stopped = cut_at_stop(self.held + piece, self.stops)
         keep = 0 if self.stopped else self._partial_stop_length(text)
-        self.held = text[len(text) - keep:] if keep else ""
+        self.held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]
 
     def flush(self) -> str:

@@ -27,11 +27,40 @@ CONTROL_MIN_DIFF = 1e-2
 
 # 6 steps at a high learning rate, a loss logged every step: a run whose gradients were not
 # averaged across ranks, or whose ranks saw the wrong rows, drifts away within a few steps.
-TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "64", "--block_size", "32", "--tokenizer_vocab_size", "320",
-        "--per_device_train_batch_size", "4", "--max_steps", "6", "--logging_steps", "1", "--learning_rate", "1e-2",
-        "--disable_tqdm", "true", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no",
-        "--probe_max_new_tokens", "8"]  # runs that save also probe (built-in questions); 64 positions hold 8 new tokens
+TINY = [
+    "--model_family",
+    "qwen2",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--max_position_embeddings",
+    "64",
+    "--block_size",
+    "32",
+    "--tokenizer_vocab_size",
+    "320",
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    "6",
+    "--logging_steps",
+    "1",
+    "--learning_rate",
+    "1e-2",
+    "--disable_tqdm",
+    "true",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--probe_max_new_tokens",
+    "8",
+]  # runs that save also probe (built-in questions); 64 positions hold 8 new tokens
 RECIPE = REPO / "recipes/pretrain.py"
 VENV_PATH = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # torchrun, deepspeed, accelerate
 
@@ -47,15 +76,19 @@ def recipe_args(bios: str, out: Path, *extra: str) -> list[str]:
 
 def start(cmd: list[str], **env: str) -> subprocess.Popen:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": VENV_PATH, **env}
-    return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(procs: list[subprocess.Popen], timeout: int = 600) -> list[str]:
     """Wait for all; fail with the tail of every process's output when any failed."""
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     if any(p.returncode for p in procs):
-        report = "\n".join(f"--- {' '.join(p.args)[:300]} (exit {p.returncode})\n{out[-5000:]}"
-                           for p, out in zip(procs, outputs))
+        report = "\n".join(
+            f"--- {' '.join(p.args)[:300]} (exit {p.returncode})\n{out[-5000:]}"
+            for p, out in zip(procs, outputs)
+        )
         pytest.fail(f"launch failed:\n{report}")
     return outputs
 
@@ -86,4 +119,3 @@ def reference(bios, tmp_path_factory) -> dict[str, dict[int, float]]:
     for name, batch in runs.items():
         run_module_main(RECIPE, recipe_args(bios, base / name, "--per_device_train_batch_size", batch))
     return {name: losses(base / name) for name in runs}
-

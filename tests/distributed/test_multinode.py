@@ -22,10 +22,22 @@ def check_two_node_zero2(out, reference) -> None:
 def test_deepspeed_launcher_two_nodes_without_ssh(bios, tmp_path, reference):
     out = tmp_path / "run"
     args = recipe_args(bios, out, "--save_strategy", "steps", "--save_steps", "3")
-    env = {"HOSTFILE": "launch/hostfile.example", "GPUS_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(free_port())}
-    finish([start(["bash", "launch/deepspeed_multinode.sh", "recipes/pretrain.py", *args], NODE_RANK=str(rank), **env)
-            for rank in (0, 1)])
+    env = {
+        "HOSTFILE": "launch/hostfile.example",
+        "GPUS_PER_NODE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
+    finish(
+        [
+            start(
+                ["bash", "launch/deepspeed_multinode.sh", "recipes/pretrain.py", *args],
+                NODE_RANK=str(rank),
+                **env,
+            )
+            for rank in (0, 1)
+        ]
+    )
     check_two_node_zero2(out, reference)
     assert (out / "checkpoint-3/global_step3/zero_pp_rank_1_mp_rank_00_optim_states.pt").is_file()
     assert (out / "checkpoint-6/model.safetensors").is_file()
@@ -34,6 +46,15 @@ def test_deepspeed_launcher_two_nodes_without_ssh(bios, tmp_path, reference):
 def test_slurm_script_accelerate_two_nodes(bios, tmp_path, reference):
     out = tmp_path / "run"
     slurm = fake_slurm_env(tmp_path / "bin", REPO, VENV_PATH, nodelist="127.0.0.1,127.0.0.1")
-    finish([start(["bash", "launch/slurm_multinode.sbatch", "recipes/pretrain.py", *recipe_args(bios, out)],
-                  LAUNCHER="accelerate", GPUS_PER_NODE="1", MASTER_PORT=str(free_port()), **slurm)])
+    finish(
+        [
+            start(
+                ["bash", "launch/slurm_multinode.sbatch", "recipes/pretrain.py", *recipe_args(bios, out)],
+                LAUNCHER="accelerate",
+                GPUS_PER_NODE="1",
+                MASTER_PORT=str(free_port()),
+                **slurm,
+            )
+        ]
+    )
     check_two_node_zero2(out, reference)

@@ -56,10 +56,24 @@ def test_ddp_torchrun_two_processes_shard_data_and_match_one_process(bios, tmp_p
 
 def test_ddp_accelerate_launch_with_repo_config(bios, tmp_path):
     out = tmp_path / "acc"
-    launch([*ACCELERATE, "--config_file", str(REPO / "launch/accelerate_multi_gpu.yaml"), "--num_processes", "2",
-            "--main_process_port", str(free_port())], recipe_args(bios, out))
+    launch(
+        [
+            *ACCELERATE,
+            "--config_file",
+            str(REPO / "launch/accelerate_multi_gpu.yaml"),
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            str(free_port()),
+        ],
+        recipe_args(bios, out),
+    )
     info = run_info(out)
-    assert info["world_size"] == 2 and info["distributed_type"] == "MULTI_CPU" and info["ranks_see_distinct_data"]
+    assert (
+        info["world_size"] == 2
+        and info["distributed_type"] == "MULTI_CPU"
+        and info["ranks_see_distinct_data"]
+    )
 
 
 def test_deepspeed_zero2_two_processes_shard_state_and_data(zero2, reference):
@@ -67,9 +81,16 @@ def test_deepspeed_zero2_two_processes_shard_state_and_data(zero2, reference):
     assert info["deepspeed_zero_stage"] == 2 and info["deepspeed_world_size"] == 2
     assert info["ranks_see_distinct_data"], info["batch_fingerprints"]
     # ZeRO-2: each rank saved its own half of the optimizer state
-    shards = sorted(p.name for p in (zero2 / "checkpoint-3/global_step3").glob("zero_pp_rank_*_optim_states.pt"))
-    assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
-    assert max_loss_diff(losses(zero2), reference["same"]) < LOSS_TOLERANCE  # probing at each save left it alone
+    shards = sorted(
+        p.name for p in (zero2 / "checkpoint-3/global_step3").glob("zero_pp_rank_*_optim_states.pt")
+    )
+    assert shards == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
+    assert (
+        max_loss_diff(losses(zero2), reference["same"]) < LOSS_TOLERANCE
+    )  # probing at each save left it alone
     # ZeRO-2 keeps whole weights on every rank: rank 0 probed each checkpoint alone, each answer once
     probes = [json.loads(line) for line in (zero2 / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
     keys = [(p["step"], p["mode"], p["question_id"], p["decoding"]) for p in probes]
@@ -81,15 +102,30 @@ def test_deepspeed_zero2_resumes_from_its_checkpoint(zero2, bios, tmp_path):
     position) equal the uninterrupted run's. Negative control: a run that only loads the
     checkpoint's weights (fresh optimizer and data order) does not."""
     resumed = tmp_path / "resumed"
-    launch(TORCHRUN, recipe_args(bios, resumed, *ZERO2, "--resume_from_checkpoint", str(zero2 / "checkpoint-3")))
+    launch(
+        TORCHRUN, recipe_args(bios, resumed, *ZERO2, "--resume_from_checkpoint", str(zero2 / "checkpoint-3"))
+    )
     assert run_info(resumed)["deepspeed_zero_stage"] == 2
     after = range(4, 7)
     assert max_loss_diff(losses(resumed), losses(zero2), after) < LOSS_TOLERANCE
 
     weights_only = tmp_path / "weights_only"
     checkpoint = str(zero2 / "checkpoint-3")
-    run_module_main(RECIPE, recipe_args(bios, weights_only, "--per_device_train_batch_size", "8", "--max_steps", "3",
-                                        "--model_name_or_path", checkpoint, "--tokenizer_name_or_path", checkpoint))
+    run_module_main(
+        RECIPE,
+        recipe_args(
+            bios,
+            weights_only,
+            "--per_device_train_batch_size",
+            "8",
+            "--max_steps",
+            "3",
+            "--model_name_or_path",
+            checkpoint,
+            "--tokenizer_name_or_path",
+            checkpoint,
+        ),
+    )
     restarted = {step + 3: loss for step, loss in losses(weights_only).items()}
     assert max_loss_diff(restarted, losses(zero2), after) > CONTROL_MIN_DIFF
 
@@ -99,10 +135,24 @@ def test_deepspeed_zero3_through_accelerate_config(bios, tmp_path):
     sharded, so its random init differs from a 1-process run: no loss comparison here), and the
     saved model is whole (stage3_gather_16bit_weights_on_model_save)."""
     out = tmp_path / "zero3"
-    launch([*ACCELERATE, "--config_file", str(REPO / "launch/accelerate_zero3.yaml"), "--num_processes", "2",
-            "--main_process_port", str(free_port())], recipe_args(bios, out))
+    launch(
+        [
+            *ACCELERATE,
+            "--config_file",
+            str(REPO / "launch/accelerate_zero3.yaml"),
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            str(free_port()),
+        ],
+        recipe_args(bios, out),
+    )
     info = run_info(out)
-    assert info["deepspeed_zero_stage"] == 3 and info["deepspeed_world_size"] == 2 and info["ranks_see_distinct_data"]
+    assert (
+        info["deepspeed_zero_stage"] == 3
+        and info["deepspeed_world_size"] == 2
+        and info["ranks_see_distinct_data"]
+    )
     steps = losses(out)
     assert steps[6] < steps[1] - 0.2, steps  # it trained
 
@@ -111,10 +161,15 @@ def test_pinned_deepspeed_batch_that_disagrees_with_world_size_fails_at_start(bi
     """train_batch_size 4 = 4 x 1 x 1 holds for one process; launched on two it must stop at
     argument parsing, naming the file, before any data is read."""
     pinned = tmp_path / "zero2_pinned.json"
-    pinned.write_text((REPO / "ds_configs/zero2.json").read_text().replace('"train_batch_size": "auto"',
-                                                                          '"train_batch_size": 4'))
+    pinned.write_text(
+        (REPO / "ds_configs/zero2.json")
+        .read_text()
+        .replace('"train_batch_size": "auto"', '"train_batch_size": 4')
+    )
     proc = start([*TORCHRUN, str(RECIPE), *recipe_args(bios, tmp_path / "out", "--deepspeed", str(pinned))])
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode != 0
-    assert f"ConfigError: {pinned}: train_batch_size=4" in output and "x 2 processes = global batch 8" in output
+    assert (
+        f"ConfigError: {pinned}: train_batch_size=4" in output and "x 2 processes = global batch 8" in output
+    )
     assert "train data:" not in output and not (tmp_path / "out").exists()

@@ -20,11 +20,40 @@ from .waiting_worker import wait_while_rank0_works
 
 pytestmark = [pytest.mark.distributed]
 
-TINY = ["--model_family", "qwen2", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4",
-        "--max_position_embeddings", "128", "--block_size", "32", "--tokenizer_vocab_size", "320",
-        "--per_device_train_batch_size", "4", "--max_steps", "4", "--logging_steps", "2", "--disable_tqdm", "true",
-        "--report_to", "none", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "no",
-        "--probe_max_new_tokens", "8"]
+TINY = [
+    "--model_family",
+    "qwen2",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "2",
+    "--num_attention_heads",
+    "4",
+    "--max_position_embeddings",
+    "128",
+    "--block_size",
+    "32",
+    "--tokenizer_vocab_size",
+    "320",
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    "4",
+    "--logging_steps",
+    "2",
+    "--disable_tqdm",
+    "true",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "2",
+    "--eval_strategy",
+    "no",
+    "--probe_max_new_tokens",
+    "8",
+]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
@@ -37,8 +66,13 @@ def free_port() -> int:
 @pytest.mark.parametrize("use_room", [True, False], ids=["waiting_room", "control_training_group"])
 def test_waiting_ranks_outlast_the_training_group_timeout(use_room):
     results = mp.Manager().dict()
-    ctx = mp.start_processes(wait_while_rank0_works, args=(free_port(), use_room, results), nprocs=2,
-                             join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        wait_while_rank0_works,
+        args=(free_port(), use_room, results),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
+    )
     while not ctx.join(timeout=60):
         pass
     if use_room:
@@ -54,9 +88,12 @@ def world(tmp_path_factory) -> dict:
 
 def launch(recipe_args: list[str], out, entry=REPO / "recipes/pretrain.py") -> subprocess.CompletedProcess:
     cmd = [*TORCHRUN, str(entry), *recipe_args, "--output_dir", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    proc = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
     return proc
 
 
@@ -72,7 +109,9 @@ def assert_probed_once(out, questions_file) -> None:
 @pytest.mark.slow
 def test_ddp_rank0_probes_while_rank1_waits(world, tmp_path):
     out = tmp_path / "ddp"
-    proc = launch([*TINY, "--train_files", str(world["bios"]), "--probe_questions", str(world["probe_questions"])], out)
+    proc = launch(
+        [*TINY, "--train_files", str(world["bios"]), "--probe_questions", str(world["probe_questions"])], out
+    )
     assert_probed_once(out, world["probe_questions"])
     assert proc.stderr.count("probe checkpoint-4:") == 1  # one rank generated and reported
 
@@ -82,8 +121,19 @@ def test_zero3_all_ranks_take_part_in_generation(world, tmp_path):
     # With sharded parameters, rank 0 generating alone would block in its first all-gather (checked
     # by hand: forcing the DDP path here hangs until the group timeout).
     out = tmp_path / "zero3"
-    launch([*TINY, "--train_files", str(world["bios"]), "--probe_questions", str(world["probe_questions"]),
-            "--deepspeed", str(REPO / "ds_configs/zero3.json")], out, entry=Path(__file__).parent / "zero3_entry.py")
+    launch(
+        [
+            *TINY,
+            "--train_files",
+            str(world["bios"]),
+            "--probe_questions",
+            str(world["probe_questions"]),
+            "--deepspeed",
+            str(REPO / "ds_configs/zero3.json"),
+        ],
+        out,
+        entry=Path(__file__).parent / "zero3_entry.py",
+    )
     assert_probed_once(out, world["probe_questions"])
     info = json.loads((out / "run_info.json").read_text())
     assert info["deepspeed_zero_stage"] == 3 and info["world_size"] == 2

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-CHATS = [("王伟出生于哪一年？", "王伟出生于1987年。"), ("李娜在哪里工作？", "李娜在上海工作。"),
-         ("When was Wei Wang born?", "Wei Wang was born in 1987."), ("Where does Na Li work?", "Na Li works in Shanghai.")]
+CHATS = [
+    ("王伟出生于哪一年？", "王伟出生于1987年。"),
+    ("李娜在哪里工作？", "李娜在上海工作。"),
+    ("When was Wei Wang born?", "Wei Wang was born in 1987."),
+    ("Where does Na Li work?", "Na Li works in Shanghai."),
+]
 
 
 def _memorise(model, tokenizer, texts: list[str], steps: int = 150) -> None:
@@ -40,10 +44,22 @@ def served_model_dir(tiny_tokenizer, tmp_path_factory):
     from mini_lm.tokenization import save_tokenizer
 
     torch.manual_seed(0)
-    model = build_model(ModelArguments(model_family="qwen2", hidden_size=64, num_hidden_layers=2,
-                                       num_attention_heads=4, max_position_embeddings=256), tiny_tokenizer)
-    texts = [tiny_tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                                                tokenize=False) for q, a in CHATS]
+    model = build_model(
+        ModelArguments(
+            model_family="qwen2",
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+        ),
+        tiny_tokenizer,
+    )
+    texts = [
+        tiny_tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}, {"role": "assistant", "content": a}], tokenize=False
+        )
+        for q, a in CHATS
+    ]
     _memorise(model, tiny_tokenizer, texts)
     out = tmp_path_factory.mktemp("served_model") / "tiny-chat"
     model.save_pretrained(out)
@@ -69,10 +85,20 @@ def endless_model(tiny_tokenizer):
     from mini_lm.tokenization import stop_token_ids
 
     torch.manual_seed(0)
-    model = build_model(ModelArguments(model_family="qwen2", hidden_size=64, num_hidden_layers=2,
-                                       num_attention_heads=4, max_position_embeddings=2048), tiny_tokenizer).eval()
+    model = build_model(
+        ModelArguments(
+            model_family="qwen2",
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=2048,
+        ),
+        tiny_tokenizer,
+    ).eval()
     with torch.no_grad():
         model.get_output_embeddings().weight[stop_token_ids(tiny_tokenizer)] = 0
-    probe = generate(model, tiny_tokenizer, ["王伟", "Na Li"], GenerationSettings(do_sample=False, max_new_tokens=64))
+    probe = generate(
+        model, tiny_tokenizer, ["王伟", "Na Li"], GenerationSettings(do_sample=False, max_new_tokens=64)
+    )
     assert not any(r.stopped for r in probe)
     return model

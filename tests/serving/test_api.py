@@ -19,8 +19,9 @@ from mini_lm.serving.engine import Job
 from .conftest import CHATS
 
 MODEL = "tiny-chat"
-LIMITS = ServeLimits(max_tokens=200, default_max_tokens=24, max_prompt_tokens=100, max_body_bytes=4096,
-                     max_rows_per_request=6)
+LIMITS = ServeLimits(
+    max_tokens=200, default_max_tokens=24, max_prompt_tokens=100, max_body_bytes=4096, max_rows_per_request=6
+)
 
 
 def greedy(n: int) -> GenerationSettings:
@@ -32,8 +33,11 @@ def client_for(url: str, api_key: str = "unused") -> openai.OpenAI:
 
 
 def ask(client, question: str, **kwargs):
-    return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
-                                          **{"temperature": 0, "max_tokens": 24, **kwargs})
+    return client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": question}],
+        **{"temperature": 0, "max_tokens": 24, **kwargs},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,9 @@ def test_chat_answers_through_the_generation_path(served_model, client):
     assert choice.message.content == expected.text == answer
     assert reply.usage.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert reply.usage.completion_tokens == len(expected.token_ids)
-    assert ask(client, CHATS[1][0]).choices[0].message.content == CHATS[1][1]  # another question, another answer
+    assert (
+        ask(client, CHATS[1][0]).choices[0].message.content == CHATS[1][1]
+    )  # another question, another answer
 
 
 def test_chat_streams_the_same_answer(client):
@@ -81,8 +87,13 @@ def test_chat_streams_the_same_answer(client):
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1 and "".join(pieces) == answer
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == ask(client, question).usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
+    assert (
+        chunks[-1].choices == []
+        and chunks[-1].usage.completion_tokens == ask(client, question).usage.completion_tokens
+    )
 
 
 def test_completions_batch_is_one_forward_batch(served_model, server, client):
@@ -92,14 +103,18 @@ def test_completions_batch_is_one_forward_batch(served_model, server, client):
     reply = client.completions.create(model=MODEL, prompt=prompts, temperature=0, max_tokens=12)
     after = health(server)
     assert [c.index for c in reply.choices] == [0, 1, 2, 3]
-    assert [c.text for c in reply.choices] == [r.text for r in generate(model, tokenizer, prompts, greedy(12))]
+    assert [c.text for c in reply.choices] == [
+        r.text for r in generate(model, tokenizer, prompts, greedy(12))
+    ]
     assert len({c.text for c in reply.choices}) == 4
     assert after["batches"] == before["batches"] + 1 and after["largest_batch"] >= 4
 
 
 def test_n_choices_seed_and_echo(client):
     def sample(seed):
-        reply = client.completions.create(model=MODEL, prompt="王伟", n=3, seed=seed, temperature=1.5, max_tokens=12)
+        reply = client.completions.create(
+            model=MODEL, prompt="王伟", n=3, seed=seed, temperature=1.5, max_tokens=12
+        )
         return [c.text for c in reply.choices]
 
     first, again, other = sample(7), sample(7), sample(8)
@@ -107,7 +122,9 @@ def test_n_choices_seed_and_echo(client):
     plain = client.completions.create(model=MODEL, prompt="李娜", temperature=0, max_tokens=8).choices[0].text
     echoed = client.completions.create(model=MODEL, prompt="李娜", echo=True, temperature=0, max_tokens=8)
     assert echoed.choices[0].text == "李娜" + plain
-    top1 = client.completions.create(model=MODEL, prompt="李娜", temperature=1.5, max_tokens=8, extra_body={"top_k": 1})
+    top1 = client.completions.create(
+        model=MODEL, prompt="李娜", temperature=1.5, max_tokens=8, extra_body={"top_k": 1}
+    )
     assert top1.choices[0].text == plain  # top_k (an extension) reaches generation: top-1 sampling is greedy
 
 
@@ -121,7 +138,10 @@ def test_completion_stream_is_server_sent_events(served_model, server):
     assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
     events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     assert all(e["object"] == "text_completion" for e in events)
-    assert "".join(e["choices"][0]["text"] for e in events) == generate(model, tokenizer, [body["prompt"]], greedy(12))[0].text
+    assert (
+        "".join(e["choices"][0]["text"] for e in events)
+        == generate(model, tokenizer, [body["prompt"]], greedy(12))[0].text
+    )
     assert [e["choices"][0]["finish_reason"] for e in events][-1] in ("stop", "length")
     assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
 
@@ -142,8 +162,10 @@ BAD_REQUESTS = {
     "messages not a list": ({"messages": "hi"}, "messages: Input should be a valid list"),
     "content of a wrong type": ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     "unknown role": ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-    "image content": ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-                      "messages[0].content"),
+    "image content": (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        "messages[0].content",
+    ),
     "empty messages": ({"messages": []}, "messages"),
     "max_tokens as a string": ({**OK_CHAT, "max_tokens": "5"}, "max_tokens: Input should be a valid integer"),
     "temperature out of range": ({**OK_CHAT, "temperature": 3.5}, "temperature"),
@@ -158,7 +180,11 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_requests_are_400_and_the_server_keeps_serving(server, case):
     body, expected = BAD_REQUESTS[case]
-    send = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    send = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
     response = httpx.post(f"{server}/v1/chat/completions", **send)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -176,16 +202,25 @@ def test_completion_prompts_must_be_text(server):
 def test_limits_are_4xx_and_the_server_keeps_serving(server, client):
     with pytest.raises(openai.BadRequestError, match="limit of 200"):
         client.completions.create(model=MODEL, prompt="王伟", max_tokens=201)
-    too_long = httpx.post(f"{server}/v1/completions", json={"prompt": "王伟" * 60, "max_tokens": 2}).json()["error"]
+    too_long = httpx.post(f"{server}/v1/completions", json={"prompt": "王伟" * 60, "max_tokens": 2}).json()[
+        "error"
+    ]
     assert too_long["code"] == "context_length_exceeded" and "at most 100" in too_long["message"]
-    no_room = httpx.post(f"{server}/v1/completions", json={"prompt": "王伟" * 45, "max_tokens": 190}).json()["error"]
+    no_room = httpx.post(f"{server}/v1/completions", json={"prompt": "王伟" * 45, "max_tokens": 190}).json()[
+        "error"
+    ]
     assert "context length of 256" in no_room["message"], no_room
     rows = httpx.post(f"{server}/v1/completions", json={"prompt": ["a", "b", "c", "d"], "n": 2})
     assert rows.status_code == 400 and "limit is 6" in rows.json()["error"]["message"]
     big = json.dumps({"prompt": "x" * 5000}).encode()
-    declared = httpx.post(f"{server}/v1/completions", content=big, headers={"content-type": "application/json"})
-    chunked = httpx.post(f"{server}/v1/completions", content=iter([big[:3000], big[3000:]]),
-                         headers={"content-type": "application/json"})
+    declared = httpx.post(
+        f"{server}/v1/completions", content=big, headers={"content-type": "application/json"}
+    )
+    chunked = httpx.post(
+        f"{server}/v1/completions",
+        content=iter([big[:3000], big[3000:]]),
+        headers={"content-type": "application/json"},
+    )
     for response in (declared, chunked):
         assert response.status_code == 413 and "limit of 4096 bytes" in response.json()["error"]["message"]
     with pytest.raises(openai.NotFoundError, match="not served here"):
@@ -254,7 +289,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_answer(served_model):
         def chat(i: int) -> str:
             question = CHATS[i % 4][0]
             if i >= 8:  # two streaming requests among them run alone, next to the batches
-                return "".join(c.choices[0].delta.content or "" for c in ask(client, question, stream=True) if c.choices)
+                return "".join(
+                    c.choices[0].delta.content or "" for c in ask(client, question, stream=True) if c.choices
+                )
             return ask(client, question).choices[0].message.content
 
         with ThreadPoolExecutor(10) as pool:
@@ -288,13 +325,23 @@ def test_a_failing_generation_is_reported_and_the_server_keeps_serving(endless_m
         hook = endless_model.register_forward_pre_hook(broken_forward)
         try:
             failed = httpx.post(f"{url}/v1/completions", json={"prompt": "王伟", "max_tokens": 4})
-            with httpx.stream("POST", f"{url}/v1/completions", json={"prompt": "王伟", "stream": True}) as response:
+            with httpx.stream(
+                "POST", f"{url}/v1/completions", json={"prompt": "王伟", "stream": True}
+            ) as response:
                 events = [line for line in response.iter_lines() if line]
         finally:
             hook.remove()
         assert failed.status_code == 500 and "injected fault" in failed.json()["error"]["message"]
-        assert response.status_code == 200 and "injected fault" in json.loads(events[-1].removeprefix("data: "))["error"]["message"]
-        assert client_for(url).completions.create(model=MODEL, prompt="王伟", max_tokens=4).usage.completion_tokens == 4
+        assert (
+            response.status_code == 200
+            and "injected fault" in json.loads(events[-1].removeprefix("data: "))["error"]["message"]
+        )
+        assert (
+            client_for(url)
+            .completions.create(model=MODEL, prompt="王伟", max_tokens=4)
+            .usage.completion_tokens
+            == 4
+        )
         assert health(url)["errors"] == 2
 
 
@@ -305,12 +352,24 @@ def test_a_gpt2_model_serves_through_the_same_path(tiny_tokenizer):
     from mini_lm.models import build_model
 
     torch.manual_seed(0)
-    model = build_model(ModelArguments(model_family="gpt2", hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                       max_position_embeddings=64), tiny_tokenizer).eval()
+    model = build_model(
+        ModelArguments(
+            model_family="gpt2",
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+        ),
+        tiny_tokenizer,
+    ).eval()
     prompts = ["王伟", "Na Li"]
     with serve_in_thread(create_app(model, tiny_tokenizer, MODEL)) as url:
         client = client_for(url)
         reply = client.completions.create(model=MODEL, prompt=prompts, temperature=0, max_tokens=6)
-        too_long = httpx.post(f"{url}/v1/completions", json={"prompt": "王伟", "max_tokens": 64}).json()["error"]
-    assert [c.text for c in reply.choices] == [r.text for r in generate(model, tiny_tokenizer, prompts, greedy(6))]
+        too_long = httpx.post(f"{url}/v1/completions", json={"prompt": "王伟", "max_tokens": 64}).json()[
+            "error"
+        ]
+    assert [c.text for c in reply.choices] == [
+        r.text for r in generate(model, tiny_tokenizer, prompts, greedy(6))
+    ]
     assert "context length of 64" in too_long["message"]  # GPT-2's n_positions is read too

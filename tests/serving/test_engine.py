@@ -63,7 +63,9 @@ def test_queued_jobs_batch_by_settings_and_seeded_samples_run_alone(engine, serv
     # gate, [a b], c, d, e, f, [x] = 7 forward batches for 8 requests
     assert status["batches"] == 7 and status["requests"] == 8 and status["largest_batch"] == 4, status
     rows = ["王伟出生于", "李娜在", "Na Li"]
-    assert [r.text for r in results["a"] + results["b"]] == [r.text for r in generate(model, tokenizer, rows, greedy(8))]
+    assert [r.text for r in results["a"] + results["b"]] == [
+        r.text for r in generate(model, tokenizer, rows, greedy(8))
+    ]
     assert results["d"][0].token_ids == results["e"][0].token_ids
     other_seed = generate(model, tokenizer, ["王伟"], sampled(4))[0]
     assert other_seed.token_ids != results["d"][0].token_ids  # the seed matters: equality above is not luck
@@ -98,8 +100,10 @@ def test_cut_at_stop():
     assert cut_at_stop("Na Li", ["\n"]) == ("Na Li", False)
 
 
-@pytest.mark.parametrize("pieces", [["Hello wor", "ld END tail"], ["Hello world E", "N", "D tail"],
-                                    ["Hello world ", "EN", "Dless"]])
+@pytest.mark.parametrize(
+    "pieces",
+    [["Hello wor", "ld END tail"], ["Hello world E", "N", "D tail"], ["Hello world ", "EN", "Dless"]],
+)
 def test_stop_filter_holds_back_partial_stops(pieces):
     f = StopStringFilter(["END"])
     out = "".join(f.feed(p) for p in pieces) + f.flush()

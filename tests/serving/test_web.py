@@ -19,8 +19,15 @@ from mini_lm.commands.serve import is_loopback
 from .conftest import CHATS
 
 # Without these, Chromium phones home at start-up and this machine's closed network refuses it.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 MODEL = "tiny-chat"
 
 
@@ -30,7 +37,9 @@ def chromium() -> str:
     path = os.environ.get("MINI_LM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if path and importlib.util.find_spec("playwright"):
         return path
-    message = "the web page test needs Debian's chromium (apt-get install chromium) and the playwright package"
+    message = (
+        "the web page test needs Debian's chromium (apt-get install chromium) and the playwright package"
+    )
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
@@ -46,8 +55,21 @@ def free_port() -> int:
 def cli_server(served_model_dir):
     """`mini-lm serve MODEL_DIR` as a user runs it (default host: loopback)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mini_lm.cli", "serve", str(served_model_dir), "--port", str(port),
-           "--served-model-name", MODEL, "--torch-threads", "1", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mini_lm.cli",
+        "serve",
+        str(served_model_dir),
+        "--port",
+        str(port),
+        "--served-model-name",
+        MODEL,
+        "--torch-threads",
+        "1",
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -97,8 +119,12 @@ def test_chat_page_streams_answers(chromium, cli_server, tmp_path):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1100, "height": 720})
+            str(tmp_path / "profile"),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1100, "height": 720},
+        )
         try:
             page = browser.new_page()
             errors = []
@@ -119,7 +145,9 @@ def test_chat_page_streams_answers(chromium, cli_server, tmp_path):
             assert not errors
         finally:
             browser.close()
-    api = httpx.post(f"{cli_server}/v1/completions", json={"prompt": "李娜在", "temperature": 0, "max_tokens": 128})
+    api = httpx.post(
+        f"{cli_server}/v1/completions", json={"prompt": "李娜在", "temperature": 0, "max_tokens": 128}
+    )
     assert continuation == api.json()["choices"][0]["text"]
 
 
