@@ -21,7 +21,6 @@ world's completions.jsonl / qa_heldout.jsonl):
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,7 @@ import yaml
 from .config import ProbeArguments
 from .generation import GenerationSettings, generate, render_chat_prompt
 from .probe_metrics import Answer, score_answer
-
-logger = logging.getLogger(__name__)
+from .records import RecordError, read_records
 
 DEFAULT_QUESTIONS = Path(__file__).parent / "assets" / "probe_questions.yaml"
 RUN_FILE = "probes.jsonl"  # run level: every checkpoint's answers
@@ -66,14 +64,14 @@ def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]
     path = Path(path) if path else DEFAULT_QUESTIONS
     if not path.is_file():
         raise ProbeConfigError(f"probe questions file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        raw, where = [], []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                raw.append(_parse_json(line, f"{path}:{line_no}"))
-                where.append(f"{path}:{line_no}")
+        try:
+            located = list(read_records(path))
+        except RecordError as err:
+            raise ProbeConfigError(str(err)) from err
+        where, raw = [at for at, _ in located], [record for _, record in located]
     else:
+        text = path.read_text(encoding="utf-8")
         data = _parse_json(text, str(path)) if path.suffix == ".json" else _parse_yaml(text, path)
         raw = data.get("questions") if isinstance(data, dict) else data
         if not isinstance(raw, list):
@@ -349,23 +347,10 @@ def record_key(record: dict) -> tuple:
     return record["step"], record["mode"], record["question_id"], record["decoding"]
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Read a probes JSONL; unreadable lines (a write cut short by a crash) are skipped and counted."""
+def read_probe_records(path: str | os.PathLike) -> list[dict]:
+    """A probes JSONL (run or checkpoint level); lines torn by a crash are skipped and counted."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    records, bad = [], []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad.append(line_no)
-    if bad:
-        logger.warning("%s: skipped %d unreadable line(s) %s (a write cut short?)", path, len(bad), bad[:5])
-    return records
+    return [record for _, record in read_records(path, skip_bad_lines=True)] if path.is_file() else []
 
 
 def _write_atomic(path: Path, records: list[dict]) -> None:
@@ -388,7 +373,7 @@ class ProbeStore:
 
     def records(self) -> list[dict]:
         """Entries in file order, the newest one per key."""
-        latest = {record_key(r): r for r in read_records(self.path)}
+        latest = {record_key(r): r for r in read_probe_records(self.path)}
         return list(latest.values())
 
     def append(self, step: int, records: list[dict], checkpoint_dir: str | os.PathLike | None = None) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .probe_metrics import metrics, summarize, summary_key, summary_labels
-from .probing import CHECKPOINT_FILE, ProbeStore, read_records, record_key
+from .probing import CHECKPOINT_FILE, ProbeStore, read_probe_records, record_key
 
 
 @dataclass
@@ -74,7 +74,7 @@ def load_probe_records(run_dir: Path) -> list[dict]:
     """probes.jsonl, plus any checkpoint-*/probe.jsonl it lacks (e.g. copied from another machine)."""
     latest = {record_key(r): r for r in ProbeStore(run_dir).records()}
     for checkpoint in checkpoints(run_dir):
-        for record in read_records(checkpoint / CHECKPOINT_FILE):
+        for record in read_probe_records(checkpoint / CHECKPOINT_FILE):
             latest.setdefault(record_key(record), record)
     return sorted(latest.values(), key=lambda r: r["step"])
 
