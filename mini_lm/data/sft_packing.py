@@ -23,8 +23,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithFlattening, TrainerCallback
 
+from ..labels import IGNORE_INDEX
 from .packing import pad_id
-from .sft import IGNORE
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def pack_conversations(dataset: Dataset, max_length: int) -> Dataset:
         row_ids, row_labels, row_pos = [], [], []
         for i in members:
             row_ids += ids[i]
-            row_labels += [IGNORE] + labels[i][1:]
+            row_labels += [IGNORE_INDEX] + labels[i][1:]
             row_pos += range(len(ids[i]))
         rows["input_ids"].append(row_ids)
         rows["labels"].append(row_labels)
@@ -104,7 +104,7 @@ class SFTCollator:
         attention = [[1] * len(f["input_ids"]) for f in features]
         return {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
-            "labels": _pad([f["labels"] for f in features], IGNORE, width),
+            "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, width),
             "attention_mask": _pad(attention, 0, width),
             "use_cache": False,
         }
@@ -126,7 +126,7 @@ class PackedCollator:
         positions = [list(f["position_ids"]) + list(range(width - len(f["position_ids"]))) for f in features]
         return {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
-            "labels": _pad([f["labels"] for f in features], IGNORE, width),
+            "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, width),
             "position_ids": _pad(positions, 0, width),
             "use_cache": False,
         }
