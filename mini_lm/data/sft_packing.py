@@ -116,6 +116,11 @@ class PackedCollator:
 
     A row shorter than the batch is filled by a padding *segment*: pad ids, labels -100 and
     positions 0, 1, ... again, i.e. one more sequence that no real token attends to.
+
+    Not transformers' ``DataCollatorWithFlattening`` (the FlashAttention-2 path below): it puts the
+    whole batch in one row, and on SDPA/eager transformers then builds one (B*T)^2 block-diagonal
+    mask, B times the attention work of B rows of T. Same losses and gradients, but measured side by
+    side on CPU (Qwen2 64 wide, 8 rows, forward + backward) 3.5x slower per step at T=256, 5.0x at 512.
     """
 
     pad_token_id: int
