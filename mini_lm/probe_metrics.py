@@ -263,7 +263,29 @@ def question_groups(rows: list[dict]) -> dict[str, list[dict]]:
     for mode in dict.fromkeys(r["mode"] for r in rows):
         out[mode] = [r for r in rows if r["mode"] == mode]
         for group in dict.fromkeys(r["group"] for r in out[mode] if r.get("group")):
-            out[f"{mode}/{group}"] = [r for r in out[mode] if r.get("group") == group]
+            out[group_label(mode, group)] = [r for r in out[mode] if r.get("group") == group]
+    return out
+
+
+def group_label(mode: str, group: str | None = None) -> str:
+    """The label of a question mode or mode/group: ("chat", "heldout") -> "chat/heldout"."""
+    return f"{mode}/{group}" if group else mode
+
+
+def split_group_label(label: str) -> tuple[str, str | None]:
+    """The inverse of ``group_label``: "chat/heldout" -> ("chat", "heldout"); "raw" -> ("raw", None)."""
+    mode, _, group = label.partition("/")
+    return mode, group or None
+
+
+def labels_by_mode(labels: list[str]) -> dict[str, list[str]]:
+    """["raw", "raw/sft", "chat", "chat/sft"] -> {"raw": ["raw/sft"], "chat": ["chat/sft"]}."""
+    out: dict[str, list[str]] = {}
+    for label in labels:
+        mode, group = split_group_label(label)
+        out.setdefault(mode, [])
+        if group:
+            out[mode].append(label)
     return out
 
 
@@ -318,11 +340,10 @@ def _group_cell(metric: ProbeMetric, summary: dict[str, float], decoding: str) -
     """ "knowledge raw 50% (sft 58%, heldout 42%); chat 0% (sft 0%)"; "" when nothing was scored."""
     labels = summary_labels([summary], metric.name, decoding)
     parts = []
-    for mode in [label for label in labels if "/" not in label]:
-        groups = [label for label in labels if label.startswith(mode + "/")]
-        value = summary[summary_key(decoding, metric.name, mode)]
+    for mode, groups in labels_by_mode(labels).items():
+        value = summary.get(summary_key(decoding, metric.name, mode))
         detail = ", ".join(
-            f"{g.split('/', 1)[1]} {metric.format(summary[summary_key(decoding, metric.name, g)])}"
+            f"{split_group_label(g)[1]} {metric.format(summary.get(summary_key(decoding, metric.name, g)))}"
             for g in groups
         )
         parts.append(f"{mode} {metric.format(value)}" + (f" ({detail})" if detail else ""))

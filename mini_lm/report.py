@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .probe_metrics import metrics, summarize, summary_key, summary_labels
+from .probe_metrics import labels_by_mode, metrics, split_group_label, summarize, summary_key, summary_labels
 from .probing import CHECKPOINT_FILE, ProbeStore, read_probe_records, record_key
 
 
@@ -339,7 +339,7 @@ def plot_knowledge(stages: list[Stage], points: list[Point], decodings: list[str
     one panel per mode (raw / chat), a line per decoding and question group (e.g. people whose Q/A
     was in SFT vs held out)."""
     shown = [(m, _labels(points, m.name)) for m in metrics(plot="knowledge")]
-    modes = list(dict.fromkeys(label for _, labels in shown for label in labels if "/" not in label))
+    modes = list(dict.fromkeys(mode for _, labels in shown for mode in labels_by_mode(labels)))
     if not modes:
         return False
     plt = _pyplot()
@@ -347,7 +347,7 @@ def plot_knowledge(stages: list[Stage], points: list[Point], decodings: list[str
     styles = ["-", "--", ":", "-."]
     for ax, mode in zip(axes, modes):
         for metric, labels in shown:
-            groups = [label for label in labels if label.startswith(mode + "/")] or [mode]
+            groups = labels_by_mode(labels).get(mode) or [mode]
             named = f"{metric.label} · " if len(shown) > 1 else ""
             for i, decoding in enumerate(decodings):
                 for j, label in enumerate(groups):
@@ -360,7 +360,7 @@ def plot_knowledge(stages: list[Stage], points: list[Point], decodings: list[str
                         styles[j % len(styles)],
                         marker="os^v"[i % 4],
                         color=f"C{i}",
-                        label=f"{named}{decoding} · {label.split('/', 1)[-1] if '/' in label else 'all'}",
+                        label=f"{named}{decoding} · {split_group_label(label)[1] or 'all'}",
                     )
         ax.set(title=f"Knowledge ({mode} questions)", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8)

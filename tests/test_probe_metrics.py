@@ -10,8 +10,11 @@ from mini_lm.probe_metrics import (
     Answer,
     ProbeMetric,
     format_summary,
+    group_label,
+    labels_by_mode,
     parse_summary_key,
     score_answer,
+    split_group_label,
     summarize,
     summary_key,
 )
@@ -30,6 +33,18 @@ from mini_lm.report import write_report
 def test_summary_keys_are_built_and_parsed_by_one_pair_of_helpers(parts, key):
     assert summary_key(*parts) == key
     assert tuple(parse_summary_key(key)) == parts
+
+
+def test_group_labels_are_built_and_parsed_by_one_pair_of_helpers():
+    assert group_label("chat", "heldout") == "chat/heldout" and group_label("raw") == "raw"
+    assert split_group_label("chat/heldout") == ("chat", "heldout") and split_group_label("raw") == (
+        "raw",
+        None,
+    )
+    assert labels_by_mode(["raw", "raw/sft", "chat", "chat/heldout"]) == {
+        "raw": ["raw/sft"],
+        "chat": ["chat/heldout"],
+    }
 
 
 @pytest.mark.parametrize("key", ["probe/seconds", "probe/overhead", "train/loss", "probe"])
