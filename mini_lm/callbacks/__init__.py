@@ -1,26 +1,51 @@
-"""Trainer callbacks a recipe adds: the checkpoint probe.
+"""Trainer callbacks every recipe adds, by one call, to any Trainer (HF ``Trainer``, TRL's ``DPOTrainer``
+or ``SFTTrainer``): throughput / MFU / eval perplexity, the run card, and the checkpoint probe.
 
-trainer = MiniLMTrainer(...)
-add_recipe_callbacks(trainer, probe_args)
+trainer = Trainer(...)                       # or DPOTrainer(...), SFTTrainer(...)
+add_recipe_callbacks(trainer, probe_args, TrainingShape(seq_len=512))
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+
+from transformers import TrainerCallback
 
 from ..config import ProbeArguments
+from .instrumentation import RunCard, Throughput, TrainingShape, preference_shape
 from .probe import CheckpointProbe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointProbe", "add_recipe_callbacks"]
+__all__ = [
+    "INSTRUMENTATION",
+    "CheckpointProbe",
+    "RunCard",
+    "Throughput",
+    "TrainingShape",
+    "add_recipe_callbacks",
+    "preference_shape",
+]
+
+# What every run gets, in this order, ahead of the Trainer's reporters (so what they add to a log is
+# reported). A factory returns None where its callback does not apply. The non-finite guard (a plain
+# TrainerCallback, /work/i12t) is attached by adding its factory here.
+INSTRUMENTATION: list[Callable[..., TrainerCallback | None]] = [Throughput, RunCard]
 
 
-def add_recipe_callbacks(trainer, probe_args: ProbeArguments | None = None) -> None:
-    """Add what every recipe wants on top of the Trainer's own callbacks (probes unless disabled).
+def add_recipe_callbacks(
+    trainer, probe_args: ProbeArguments | None = None, shape: TrainingShape | None = None
+) -> None:
+    """Add what every recipe wants on top of the Trainer's own callbacks: the ``INSTRUMENTATION``
+    (first in the list, before the reporters) and the checkpoint probes unless disabled.
 
     Questions and decoding settings are checked here, so a bad probe file fails before training.
     """
+    shape = shape or TrainingShape()
+    callbacks = [cb for factory in INSTRUMENTATION if (cb := factory(trainer, shape)) is not None]
+    # CallbackHandler has no "add first": its list is public, and the order is what reporters see.
+    trainer.callback_handler.callbacks[:0] = callbacks
     if probe_args is None or not probe_args.probe:
         return
     if trainer.args.save_strategy == "no":
