@@ -1,8 +1,8 @@
 """mini-lm export runs/sft_lora --merge --output runs/sft_merged [--base BASE_MODEL_DIR]
 
 Merges a LoRA adapter saved by recipes/sft.py (use_peft: true) into its base model and writes a
-plain HF checkpoint (weights, config, tokenizer with its chat template) that
-``AutoModelForCausalLM.from_pretrained`` loads without peft.
+plain HF checkpoint (weights, config, tokenizer with its chat template, a model card) that
+``AutoModelForCausalLM.from_pretrained`` loads without peft. Adapters of recipes/dpo.py merge the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lora import is_adapter_dir, merge_adapter
+    from ..lora import adapter_base, is_adapter_dir, merge_adapter
+    from ..model_card import write_merged_card
 
     if not args.merge:
         raise ValueError(
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not is_adapter_dir(args.adapter_dir):
         raise ValueError(f"{args.adapter_dir} is not a LoRA adapter dir (no adapter_config.json)")
-    out = merge_adapter(args.adapter_dir, args.output, base=args.base, dtype=args.dtype)
+    base = args.base or adapter_base(args.adapter_dir)
+    out = merge_adapter(args.adapter_dir, args.output, base=base, dtype=args.dtype)
+    write_merged_card(args.adapter_dir, out, base)  # README.md: the adapter run's facts, on this base
     print(f"merged model -> {out} (load with AutoModelForCausalLM.from_pretrained)")
     return 0
