@@ -245,7 +245,7 @@ def test_bad_dpo_configs_fail_before_any_work(overrides, message):
 )
 def test_every_dpo_yaml_loads(config, shared_data):
     model, data, lora, train, probe = validate(parse_config(DPO_ARGUMENTS, ["--config", str(config)]))
-    assert model.model_name_or_path and data.train_files and train.max_length >= 128
+    assert model.model_name_or_path and data.train_files and train.max_length >= 64
     for path in data.train_files:
         if str(shared_data) in path:
             assert Path(path).is_file(), path
@@ -256,3 +256,46 @@ def test_every_dpo_yaml_loads(config, shared_data):
         assert train.loss_type == ["sigmoid", "sft"] and (REPO / train.deepspeed).is_file()
     if "lora" in config.name:
         assert lora.use_peft
+
+
+@pytest.mark.slow
+def test_precomputed_reference_keeps_no_second_model_and_evaluates(chat_model, shared_data, tmp_path):
+    from mini_lm.callbacks import add_recipe_callbacks, preference_shape
+    from mini_lm.config import LoraArguments, ModelArguments
+    from mini_lm.data.preference import build_preference_datasets, load_preference_pairs
+    from mini_lm.dpo import build_dpo_trainer
+    from mini_lm.models import build_model
+    from mini_lm.tokenization import load_tokenizer
+
+    data_args = PreferenceDataArguments(
+        train_files=[str(shared_data / "preference/dpo_zh_demo.json")],
+        validation_split=0.1,
+        max_train_samples=24,
+    )
+    args = MiniLMDPOConfig(
+        output_dir=str(tmp_path / "run"),
+        precompute_ref_log_probs=True,
+        max_length=128,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    model_args = ModelArguments(model_name_or_path=str(chat_model))
+    tokenizer = load_tokenizer(chat_model)
+    data = build_preference_datasets(load_preference_pairs(data_args), tokenizer, data_args, args.max_length)
+    trainer = build_dpo_trainer(
+        model_args,
+        LoraArguments(),
+        args,
+        build_model(model_args, tokenizer),
+        tokenizer,
+        data.train,
+        data.eval,
+    )
+    assert trainer.ref_model is None and "ref_chosen_logps" in trainer.train_dataset.column_names
+    add_recipe_callbacks(trainer, None, preference_shape(args))
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_rewards/accuracies"] <= 1.0 and "eval_perplexity" not in metrics

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import DefaultFlowCallback
 
 from ..config import ProbeArguments
 from .instrumentation import RunCard, Throughput, TrainingShape, preference_shape
@@ -28,9 +29,11 @@ __all__ = [
     "preference_shape",
 ]
 
-# What every run gets, in this order, ahead of the Trainer's reporters (so what they add to a log is
-# reported). A factory returns None where its callback does not apply. The non-finite guard (a plain
-# TrainerCallback, /work/i12t) is attached by adding its factory here.
+# What every run gets, in this order, right after the Trainer's DefaultFlowCallback and ahead of its
+# reporters: what they add to a log is reported, and a callback here may veto the saves and stops
+# DefaultFlowCallback asks for. A factory ``(trainer, shape) -> callback | None`` returns None where
+# its callback does not apply. The non-finite guard (a plain TrainerCallback, /work/i12t) is attached
+# by adding its factory here.
 INSTRUMENTATION: list[Callable[..., TrainerCallback | None]] = [Throughput, RunCard]
 
 
@@ -38,14 +41,16 @@ def add_recipe_callbacks(
     trainer, probe_args: ProbeArguments | None = None, shape: TrainingShape | None = None
 ) -> None:
     """Add what every recipe wants on top of the Trainer's own callbacks: the ``INSTRUMENTATION``
-    (first in the list, before the reporters) and the checkpoint probes unless disabled.
+    (right after DefaultFlowCallback, before the reporters) and the checkpoint probes unless disabled.
 
     Questions and decoding settings are checked here, so a bad probe file fails before training.
     """
     shape = shape or TrainingShape()
-    callbacks = [cb for factory in INSTRUMENTATION if (cb := factory(trainer, shape)) is not None]
-    # CallbackHandler has no "add first": its list is public, and the order is what reporters see.
-    trainer.callback_handler.callbacks[:0] = callbacks
+    added = [cb for factory in INSTRUMENTATION if (cb := factory(trainer, shape)) is not None]
+    # CallbackHandler only appends; its list is public, and the order is what the reporters see.
+    callbacks = trainer.callback_handler.callbacks
+    flow = next((i + 1 for i, c in enumerate(callbacks) if isinstance(c, DefaultFlowCallback)), 0)
+    callbacks[flow:flow] = added
     if probe_args is None or not probe_args.probe:
         return
     if trainer.args.save_strategy == "no":

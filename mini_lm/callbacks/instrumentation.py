@@ -4,8 +4,8 @@ card ``run_info.json`` at the first step. Plain ``TrainerCallback``s, independen
 is computed; ``add_recipe_callbacks`` attaches them.
 
 Metrics added to a log reach every reporter (console, TensorBoard, W&B) and ``trainer_state.json``:
-these callbacks run first in the Trainer's list and write into the log entry the Trainer just
-recorded in ``state.log_history``.
+these callbacks run ahead of the reporters in the Trainer's list and write into the log entry the
+Trainer just recorded in ``state.log_history``.
 """
 
 from __future__ import annotations
