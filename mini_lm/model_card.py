@@ -227,7 +227,7 @@ def card_body(out: Path, meta: dict, probe_lines: str | None, adapter: bool) -> 
         f"| started from | {_code(meta.get('base_model')) or 'random initialisation'} |",
     ]
     for key, label in (
-        ("train_examples", "training examples (after the data checks, drops and mixing)"),
+        ("train_examples", "training rows (after the data checks, drops and mixing; packed rows if packed)"),
         ("steps", "optimizer steps"),
         ("tokens_seen", "tokens seen"),
         ("final_train_loss", "final train loss (last log)"),
