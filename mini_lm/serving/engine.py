@@ -49,6 +49,13 @@ class Job:
         return not self.streaming and not (self.settings.do_sample and self.settings.seed is not None)
 
 
+def _claim(job: Job) -> bool:
+    """Mark a queued job running; False (and it is dropped) when its client already went away."""
+    if job.cancel.is_set():
+        job.future.cancel()
+    return job.future.set_running_or_notify_cancel()
+
+
 class GenerationEngine:
     def __init__(
         self, model, tokenizer, max_pending: int = 32, max_batch_size: int = 8, batch_wait_s: float = 0.0
@@ -118,10 +125,9 @@ class GenerationEngine:
                 if self._closed:
                     return None
                 first = self._queue.popleft()
-                self._running += 1
-                if first.future.set_running_or_notify_cancel():
+                if _claim(first):
+                    self._running += 1
                     break
-                self._running -= 1  # its client went away while it waited
             jobs = [first]
             if first.batchable():
                 deadline = time.monotonic() + self.batch_wait_s
@@ -134,8 +140,8 @@ class GenerationEngine:
         rows = sum(len(j.prompts) for j in jobs)
         for job in list(self._queue):
             fits = rows + len(job.prompts) <= self.max_batch_size
-            if fits and job.batchable() and job.settings == jobs[0].settings:
-                if job.future.set_running_or_notify_cancel():
+            if job.cancel.is_set() or (fits and job.batchable() and job.settings == jobs[0].settings):
+                if _claim(job):
                     jobs.append(job)
                     rows += len(job.prompts)
                     self._running += 1
@@ -155,8 +161,9 @@ class GenerationEngine:
             if jobs[0].streaming:
                 results = [self._stream(jobs[0])]
             else:
+                cancel = [job.cancel for job in jobs for _ in job.prompts]  # a hang-up ends its rows only
                 results = generate(
-                    self.model, self.tokenizer, rows, jobs[0].settings, batch_size=self.max_batch_size
+                    self.model, self.tokenizer, rows, jobs[0].settings, self.max_batch_size, cancel
                 )
         except Exception as err:  # the request fails; the server keeps serving
             logger.exception("generation failed")

@@ -30,7 +30,12 @@ class APIError(Exception):
 def error_body(
     message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
 ) -> dict:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": _encodable(message), "type": kind, "param": param, "code": code}}
+
+
+def _encodable(text: str) -> str:
+    """A message may quote client text; a lone surrogate in it would make the UTF-8 reply a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def add_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
@@ -64,6 +69,29 @@ def _field_path(loc) -> str:
     return path
 
 
+def _without_other_members(errors: list[dict]) -> list[dict]:
+    """A union field fails once per member. When one member got past the type check (a list that
+    holds a bad item), its error explains the failure: drop the other members' type mismatches.
+
+    prompt=['a', 5]: [prompt: 'should be a valid string', prompt[1]: 'should be a valid string']
+    -> [prompt[1]: ...]; prompt=5 keeps both ('a valid string or a valid list').
+    """
+    paths = [_field_path(e["loc"]) for e in errors]
+
+    def explained_deeper(path: str) -> bool:
+        return any(
+            (p == path and not _is_type_mismatch(e)) or p.startswith((f"{path}.", f"{path}["))
+            for p, e in zip(paths, errors)
+        )
+
+    kept = [e for p, e in zip(paths, errors) if not (_is_type_mismatch(e) and explained_deeper(p))]
+    return kept or errors
+
+
+def _is_type_mismatch(error: dict) -> bool:
+    return error["type"].endswith("_type") or error["type"] == "model_attributes_type"
+
+
 def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
     """pydantic errors -> (one readable message, the first bad field).
 
@@ -78,6 +106,8 @@ def describe_validation_errors(errors: list[dict]) -> tuple[str, str | None]:
         ), None
     if tuple(first["loc"]) == ("body",) and first["type"] != "value_error":  # no body, or not an object
         return "request body must be a JSON object (Content-Type: application/json)", None
+    errors = _without_other_members(errors)
+    first = errors[0]
     problems: dict[str, list[str]] = {}  # field -> messages (a union field fails once per member)
     for error in errors:
         msg = (

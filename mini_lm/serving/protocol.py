@@ -11,7 +11,23 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _valid_unicode(text: str) -> str:
+    """JSON can escape a lone UTF-16 surrogate ("\\ud800"); no tokenizer or UTF-8 reply holds one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"lone surrogate \\u{ord(text[err.start]):04x} at character {err.start}: send valid Unicode text"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]  # every string field a request carries
+# torch.manual_seed takes [-2**63, 2**64): beyond it the seed would fail inside generation
+Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
 
 
 class _Strict(BaseModel):
@@ -24,13 +40,13 @@ class StreamOptions(_Strict):
 
 class TextPart(_Strict):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def as_template_message(self) -> dict:
         """{'role': 'developer', 'content': [{'type': 'text', 'text': 'Be brief'}]}
@@ -44,18 +60,18 @@ def _neutral(value, neutral_values) -> bool:
 
 
 class _SamplingRequest(_Strict):
-    model: str | None = None
+    model: Text | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)  # 0 means greedy
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)  # extension (vLLM, TGI): 0 disables it
     repetition_penalty: float | None = Field(None, gt=0)  # extension
     n: int = Field(1, ge=1)
-    seed: int | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: Seed | None = None
+    stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
@@ -98,10 +114,10 @@ class ChatCompletionRequest(_SamplingRequest):
 
 
 class CompletionRequest(_SamplingRequest):
-    prompt: str | list[str] = Field(description="one prompt, or a batch of prompts")
+    prompt: Text | list[Text] = Field(description="one prompt, or a batch of prompts")
     echo: bool = False
     logprobs: int | None = None
-    suffix: str | None = None
+    suffix: Text | None = None
     best_of: int | None = None
 
     @model_validator(mode="after")
