@@ -46,7 +46,17 @@ def test_stream_matches_generate(tiny_model, tiny_tokenizer):
 def test_chat_prompt_and_bad_settings(tiny_tokenizer):
     prompt = render_chat_prompt(tiny_tokenizer, [{"role": "user", "content": "你好"}])
     assert prompt == "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
-    for bad in (dict(max_new_tokens=0), dict(temperature=0.0), dict(top_p=1.5), dict(top_k=-1)):
+    for bad in (
+        dict(max_new_tokens=0),
+        dict(temperature=0.0),
+        dict(temperature=1e-320),  # logits / temperature overflow float32: NaN probabilities
+        dict(temperature=float("inf")),
+        dict(top_p=1.5),
+        dict(top_k=-1),
+        dict(repetition_penalty=1e-320),
+        dict(repetition_penalty=float("inf")),
+        dict(seed=2**64),  # torch.manual_seed raises deep inside generate
+    ):
         with pytest.raises(ValueError):
             GenerationSettings(**bad)
 

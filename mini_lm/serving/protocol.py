@@ -11,7 +11,9 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..generation import MIN_TEMPERATURE, REPETITION_PENALTY_RANGE, SEED_RANGE
 
 
 def _valid_unicode(text: str) -> str:
@@ -26,12 +28,12 @@ def _valid_unicode(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]  # every string field a request carries
-# torch.manual_seed takes [-2**63, 2**64): beyond it the seed would fail inside generation
-Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
+Seed = Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1])]  # beyond it torch.manual_seed fails
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # JSON has no NaN or Infinity, but Python's parser accepts them: refuse them for every number
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StreamOptions(_Strict):
@@ -65,7 +67,9 @@ class _SamplingRequest(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)  # 0 means greedy
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)  # extension (vLLM, TGI): 0 disables it
-    repetition_penalty: float | None = Field(None, gt=0)  # extension
+    repetition_penalty: float | None = Field(  # extension
+        None, ge=REPETITION_PENALTY_RANGE[0], le=REPETITION_PENALTY_RANGE[1]
+    )
     n: int = Field(1, ge=1)
     seed: Seed | None = None
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
@@ -75,6 +79,16 @@ class _SamplingRequest(_Strict):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _samples_or_greedy(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < MIN_TEMPERATURE:
+            raise ValueError(
+                f"send 0 for greedy decoding or at least {MIN_TEMPERATURE} to sample "
+                "(smaller temperatures overflow the sampling distribution)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _supported(self):

@@ -148,6 +148,58 @@ CLIENT_ERRORS = {  # name: (path, body, status, field, words in the message)
 }
 
 
+FOUND_BY_FUZZING = {  # name: (raw body sent to /v1/completions, status before the fix, param, words)
+    "temperature 1e-320 (sampling overflows)": (
+        b'{"prompt": "a", "temperature": 1e-320}',
+        500,
+        "temperature",
+        "send 0 for greedy decoding or at least 1e-05",
+    ),
+    "repetition_penalty 1e-320": (
+        b'{"prompt": "a", "temperature": 1, "repetition_penalty": 1e-320}',
+        500,
+        "repetition_penalty",
+        "greater than or equal to 0.01",
+    ),
+    "repetition_penalty Infinity": (
+        b'{"prompt": "a", "repetition_penalty": Infinity}',
+        200,
+        "repetition_penalty",
+        "finite number",
+    ),
+    "temperature NaN": (b'{"prompt": "a", "temperature": NaN}', 400, "temperature", "finite number"),
+    "a UTF-8 encoded surrogate": (b'{"prompt": "\xed\xa0\x80"}', 500, "prompt", "lone surrogate"),
+    "a key that is no identifier": (b'{"prompt": "a", "max-tokens": 2}', 400, "'max-tokens'", "unsupported"),
+    "a 5000-digit number": (
+        b'{"prompt": "a", "max_tokens": 1' + b"0" * 5000 + b"}",
+        400,
+        None,
+        "not valid JSON: Exceeds the limit (4300 digits)",
+    ),
+    "5000-deep nesting": (b"[" * 5000 + b"]" * 5000, 400, None, "not valid JSON: maximum recursion depth"),
+    "invalid UTF-8": (
+        b'{"prompt": "\xff"}',
+        400,
+        None,
+        "not valid JSON: 'utf-8' codec can't decode byte 0xff",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FOUND_BY_FUZZING)
+def test_inputs_found_by_fuzzing_are_400s_that_say_what_is_wrong(server, case):
+    """Before: the first three were 500s or a silently accepted infinite penalty; the rest named
+    no field (NaN 'should be <= 2', "unsupported field" for 'max-tokens', 'error parsing the body')."""
+    body, _before, param, words = FOUND_BY_FUZZING[case]
+    response = httpx.post(
+        f"{server}/v1/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and words in error["message"], error
+    assert "\n" not in error["message"]
+
+
 @pytest.fixture(scope="module")
 def server(served_model):
     model, tokenizer = served_model
