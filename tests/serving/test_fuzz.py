@@ -30,7 +30,7 @@ from mini_lm.serving import ServeLimits, create_app, serve_in_thread
 from .conftest import CHATS
 
 SEED = 20261212
-CASES = 360  # plus warm-up, bursts and raw-socket cases
+CASES = 300  # plus the edge sweep, bursts and raw-socket cases (and a warm-up before)
 MODEL = "tiny-chat"
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -425,9 +425,23 @@ KINDS = [  # (weight, generator)
 
 
 def generate_cases(seed: int, count: int) -> list[Case]:
+    """``count`` random cases of every kind, then each edge value once (chance may miss one)."""
     rng = random.Random(seed)
     weights, makers = zip(*KINDS)
-    return [rng.choices(makers, weights)[0](rng) for _ in range(count)]
+    return [rng.choices(makers, weights)[0](rng) for _ in range(count)] + edge_sweep()
+
+
+def edge_sweep() -> list[Case]:
+    cases = []
+    for name, values in EDGES.items():
+        for i, value in enumerate(values):
+            chat = name == "max_completion_tokens" or i % 2
+            path, body = (
+                ("/v1/chat/completions", chat_body()) if chat else ("/v1/completions", completion_body())
+            )
+            body.update({name: value, "temperature": 1.0} if name == "repetition_penalty" else {name: value})
+            cases.append(Case("edge sweep", f"{path} {name}={short(value)}", path=path, content=encode(body)))
+    return cases
 
 
 def short(value, limit: int = 70) -> str:
@@ -546,7 +560,7 @@ def test_fuzzed_requests_never_get_a_5xx_and_leave_the_server_well(served_model)
     model, tokenizer = served_model
     app = create_app(model, tokenizer, MODEL, LIMITS, api_key=KEY)
     recorder = Recorder(app)
-    warm_up = generate_cases(SEED + 1, 80)
+    warm_up = generate_cases(SEED + 1, 40)
     cases = generate_cases(SEED, CASES)
     log: list[dict] = []
     seen: dict[str, Counter] = {}
@@ -607,5 +621,5 @@ def test_fuzzed_requests_never_get_a_5xx_and_leave_the_server_well(served_model)
     assert status_after["running"] == 0 and status_after["queued"] == 0, status_after
     assert after - before < RSS_BOUND, (before, after)
     # every kind ran, and the fuzz reached generation, not only the validators
-    assert len(seen) == len(KINDS) + 2, seen.keys()
+    assert len(seen) == len(KINDS) + 3, seen.keys()
     assert recorder.statuses[200] > 50, recorder.statuses
