@@ -156,7 +156,7 @@ async def _results_unless_hung_up(request: Request, job: Job, future) -> list[Ge
         if not result.done():  # the client went away (or this task was cancelled at shutdown)
             job.cancel.set()
             result.cancel()  # cancels the engine's future too while the job is still queued
-    if not result.done() or result.cancelled():
+    if result.cancelled():
         return None
     try:
         return result.result()

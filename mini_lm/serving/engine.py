@@ -38,6 +38,8 @@ class Job:
     prompts: list[str]
     settings: GenerationSettings
     on_piece: Callable[[str], None] | None = None  # set: stream the (single) prompt's text pieces
+    # set when its client hangs up (or a stream meets its stop string): its rows end at the next
+    # token, the other rows of its batch go on; a job still queued is dropped
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
 
@@ -47,13 +49,6 @@ class Job:
 
     def batchable(self) -> bool:
         return not self.streaming and not (self.settings.do_sample and self.settings.seed is not None)
-
-
-def _claim(job: Job) -> bool:
-    """Mark a queued job running; False (and it is dropped) when its client already went away."""
-    if job.cancel.is_set():
-        job.future.cancel()
-    return job.future.set_running_or_notify_cancel()
 
 
 class GenerationEngine:
@@ -74,6 +69,7 @@ class GenerationEngine:
             "largest_batch": 0,
             "generated_tokens": 0,
             "errors": 0,
+            "dropped": 0,  # queued jobs whose client went away before they ran
         }
 
     def start(self) -> None:
@@ -125,7 +121,7 @@ class GenerationEngine:
                 if self._closed:
                     return None
                 first = self._queue.popleft()
-                if _claim(first):
+                if self._claim(first):
                     self._running += 1
                     break
             jobs = [first]
@@ -141,12 +137,21 @@ class GenerationEngine:
         for job in list(self._queue):
             fits = rows + len(job.prompts) <= self.max_batch_size
             if job.cancel.is_set() or (fits and job.batchable() and job.settings == jobs[0].settings):
-                if _claim(job):
+                if self._claim(job):
                     jobs.append(job)
                     rows += len(job.prompts)
                     self._running += 1
                 self._queue.remove(job)
         return rows < self.max_batch_size
+
+    def _claim(self, job: Job) -> bool:
+        """Mark a queued job running; False (and it is dropped) when its client already went away."""
+        if job.cancel.is_set():
+            job.future.cancel()
+        if job.future.set_running_or_notify_cancel():
+            return True
+        self.counters["dropped"] += 1
+        return False
 
     def _run(self, jobs: list[Job]) -> None:
         rows = [p for job in jobs for p in job.prompts]
