@@ -159,7 +159,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body_bytes:
+        if length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:  # not "²"
             response = JSONResponse(error_body(body_too_large(self.max_body_bytes)), status_code=413)
             return await response(scope, receive, send)
         received = 0

@@ -253,3 +253,31 @@ def test_an_api_key_no_client_can_send_is_refused_at_start_up(served_model, serv
     assert cli(["serve", str(served_model_dir), "--api-key", key]) == 2  # before the model loads
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--api-key" in err and "printable ASCII" in err, err
+
+
+def test_the_body_limit_reads_only_ascii_digits_as_a_length():
+    """str.isdigit() is True for '²' (latin-1 0xb2), and int('²') raises: a 500 for any HTTP server
+    that passes such a Content-Length on (h11 happens to refuse it first)."""
+    import asyncio
+
+    from mini_lm.serving.errors import BodySizeLimit
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(scope["path"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    for length in ("\xb2", "\u0661", "12"):
+        scope = {
+            "type": "http",
+            "path": f"/{length}",
+            "headers": [(b"content-length", length.encode("latin-1", "replace"))],
+        }
+        asyncio.run(BodySizeLimit(app, max_body_bytes=100)(scope, receive, send))
+    assert len(seen) == 3  # passed on to the app, whose server or parser answers 400
