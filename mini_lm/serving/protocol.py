@@ -126,6 +126,10 @@ class ChatCompletionRequest(_SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def max_tokens_field(self) -> str:
+        """The name the client used, for error messages."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
 
 class CompletionRequest(_SamplingRequest):
     prompt: Text | list[Text] = Field(description="one prompt, or a batch of prompts")
@@ -155,6 +159,9 @@ class CompletionRequest(_SamplingRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        return "max_tokens"
 
 
 # ---- responses (plain dicts in OpenAI's shapes) ----

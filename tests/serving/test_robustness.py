@@ -219,6 +219,16 @@ def test_client_errors_that_were_500s_are_400s_naming_the_field(server, case):
     assert httpx.post(f"{server}/v1/completions", json=COMPLETION).status_code == 200
 
 
+def test_a_limit_names_the_field_the_client_sent(server):
+    body = {"messages": [{"role": "user", "content": "你好"}], "max_completion_tokens": 17}
+    error = httpx.post(f"{server}/v1/chat/completions", json=body).json()["error"]
+    assert error["param"] == "max_completion_tokens" and error["message"].startswith(
+        "max_completion_tokens=17"
+    )
+    error = httpx.post(f"{server}/v1/chat/completions", json={**CHAT, "max_tokens": 17}).json()["error"]
+    assert error["param"] == "max_tokens" and error["message"].startswith("max_tokens=17 is above")
+
+
 def test_a_seed_beyond_64_bits_is_400_and_the_edges_still_reproduce(server):
     for path, body in (("/v1/completions", COMPLETION), ("/v1/chat/completions", CHAT)):
         for seed, words in ((2**64, "less than or equal to"), (-(2**63) - 1, "greater than or equal to")):
