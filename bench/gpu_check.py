@@ -78,7 +78,9 @@ def install(wheels: Path, site: Path) -> dict:
 
 def child_env(site: Path, work: Path, data: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
+    # the installed mini_lm first; the checkout last, should its install have failed (the environment
+    # check records which one ran)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")]), str(REPO)])
     env.update(
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
@@ -138,29 +140,34 @@ def run_kit(opts) -> dict:
             "no CUDA device visible: this is the GPU kit (on CPU: python bench/gpu_check.py --dry-run)"
         )
     deadline = time.monotonic() + opts.budget
-    out, work = Path(opts.out), Path(opts.work)
+    out, work, data = Path(opts.out), Path(opts.work), Path(opts.data_dir)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    log, site, data = out / "gpu_check.log", work / "site", Path(opts.data_dir)
     report = {"kit": "bench/gpu_check.py", "started": now(), "budget_s": opts.budget, "checks": {}}
     try:
-        report["install"] = {"status": "ok", **install(Path(opts.wheelhouse), site)}
+        report["install"] = {"status": "ok", **install(Path(opts.wheelhouse), work / "site")}
     except Exception as err:  # the checks still run: the environment check says what is there
         report["install"] = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
     write_outputs(report, out)
-    env = child_env(site, work, data)
-    for check in selected_checks(opts.only):
+    run_checks(report, selected_checks(opts.only), deadline, work, data, out)
+    report["finished"] = now()
+    write_outputs(report, out)
+    return report
+
+
+def run_checks(report: dict, checks: list[Check], deadline: float, work: Path, data: Path, out: Path) -> None:
+    """Each check in turn, within what is left of the budget; the report is rewritten after each."""
+    env = child_env(work / "site", work, data)
+    for check in checks:
         left = deadline - time.monotonic()
         if left < MIN_CHECK_S or (check.optional and left < check.budget_s):
             report["checks"][check.name] = {"status": "skipped", "error": f"budget: {left:.0f} s left"}
         else:
+            limit = min(check.budget_s, left)
             report["checks"][check.name] = run_check_process(
-                check, min(check.budget_s, left), work, data, env, log
+                check, limit, work, data, env, out / "gpu_check.log"
             )
         write_outputs(report, out)
-    report["finished"] = now()
-    write_outputs(report, out)
-    return report
 
 
 def selected_checks(only: str | None) -> list[Check]:
@@ -219,9 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.dry_run:
         from gpu_kit import dry_run
 
-        sys.meta_path.insert(
-            0, dry_run.RECORDER
-        )  # before the plan check imports transformers: see import_scan
+        # before the plan check imports transformers: see dry_run.import_scan
+        sys.meta_path.insert(0, dry_run.RECORDER)
         return dry_run.dry_run(opts)
     report = run_kit(opts)
     print(render_markdown(report))

@@ -329,8 +329,12 @@ def unmet_requirements(requirements: dict[str, list[str]], installed: dict[str, 
 
 
 def installed_versions() -> dict[str, str]:
-    """{canonical name: version} of what this interpreter (and its sys.path) can import."""
-    return {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    """{canonical name: version} of what this interpreter imports: where a project is installed twice
+    (a carried wheel on PYTHONPATH over the image's), the first on sys.path, as import finds it."""
+    found = {}
+    for dist in importlib.metadata.distributions():  # in sys.path order
+        found.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)
+    return found
 
 
 # --------------------------------------------------------------------------- data and size

@@ -58,7 +58,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_hidden or need_weight:
                 probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place: d loss / d logits
                 probs[torch.arange(len(t), device=t.device), safe_t] -= 1.0
-                grad_logits = (probs * valid[:, None]).to(compute_dtype)
+                grad_logits = probs.mul_(valid[:, None]).to(
+                    compute_dtype
+                )  # in place: one fp32 block per chunk
                 if need_hidden:
                     grad_hidden[start : start + chunk_size] = grad_logits @ w
                 if need_weight:

@@ -187,6 +187,7 @@ def run_environment(ctx: Context) -> dict:
             "auto_packed_rows": choose_attn_implementation("auto", packed_rows=True),
         },
         "peak_tflops_table": device_peak_tflops(),
+        "mini_lm_from": str(Path(sys.modules["mini_lm"].__file__).parent),
     }
     ctx.save(out)
     out["bf16_matmul_tflops"] = round(_matmul_tflops(), 1)
