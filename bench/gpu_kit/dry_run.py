@@ -73,7 +73,8 @@ def plan_problems(data: Path) -> list[str]:
 def argv_problems(ctx: Context) -> list[str]:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    from mini_lm.config import PRETRAIN_ARGUMENTS, ConfigError, check_pretrain_config, parse_config
+    from mini_lm.config import PRETRAIN_ARGUMENTS, ConfigError, parse_config
+    from mini_lm.validation import validate
 
     problems = []
     runs = {f"pretrain {n}": pretrain_argv(ctx, n, extra=f) for n, f in PRETRAIN_VARIANTS.items()}
@@ -83,8 +84,7 @@ def argv_problems(ctx: Context) -> list[str]:
     }
     for name, argv in runs.items():
         try:
-            model, data, train, _ = parse_config(PRETRAIN_ARGUMENTS, argv)
-            check_pretrain_config(model, data, train)
+            validate(parse_config(PRETRAIN_ARGUMENTS, argv))
         except ConfigError as err:
             if not (name == "liger" and "use_liger_kernel" in str(err)):  # on CPU that refusal is right
                 problems.append(f"{name} command line: {err}")
