@@ -163,6 +163,13 @@ def check_dpo_recipe(args: RecipeArgs) -> None:
             "DPO starts from a trained model (it is also the reference): set model_name_or_path, "
             "e.g. an SFT run's output_dir"
         )
+    if args.model.lm_loss != "full":
+        # TRL computes the DPO log-probs from the logits it asks for (no labels): the chunked
+        # loss would never run, so the setting would be silently ignored.
+        raise ConfigError(
+            f"lm_loss: {args.model.lm_loss} does not apply to DPO (TRL computes its loss from the "
+            "logits itself): use lm_loss: full"
+        )
     unknown = [t for t in args.train.loss_type if t not in DPO_LOSS_TYPES]
     if unknown:
         raise ConfigError(f"loss_type: unknown {unknown} (TRL's DPO losses: {', '.join(DPO_LOSS_TYPES)})")

@@ -230,6 +230,7 @@ def test_our_list_of_dpo_losses_is_trls():
         (["--model_family", "bert"], "the BERT adapter has no DPO path"),
         (["--loss_type", "sigmoid", "dpo_plus"], "loss_type: unknown ['dpo_plus']"),
         (["--max_length", "4"], "max_length=4 is too short"),
+        (["--lm_loss", "chunked"], "lm_loss: chunked does not apply to DPO"),
     ],
 )
 def test_bad_dpo_configs_fail_before_any_work(overrides, message):

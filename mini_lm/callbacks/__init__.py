@@ -32,8 +32,12 @@ __all__ = [
 # What every run gets, in this order, right after the Trainer's DefaultFlowCallback and ahead of its
 # reporters: what they add to a log is reported, and a callback here may veto the saves and stops
 # DefaultFlowCallback asks for. A factory ``(trainer, shape) -> callback | None`` returns None where
-# its callback does not apply. The non-finite guard (a plain TrainerCallback, /work/i12t) is attached
-# by adding its factory here.
+# its callback does not apply. The non-finite guard (branch i12t, mini_lm/callbacks/nonfinite.py, not
+# merged yet) plugs in as the FIRST entry, so it vetoes saves before anything else sees the step:
+#   def nonfinite_guard(trainer, shape):
+#       return NonFiniteGuard(max_skips=getattr(trainer.args, "max_nonfinite_skips", 0))
+#   INSTRUMENTATION = [nonfinite_guard, Throughput, RunCard]
+# (its CheckpointSeal goes through trainer.add_callback in add_recipe_callbacks, before the probe).
 INSTRUMENTATION: list[Callable[..., TrainerCallback | None]] = [Throughput, RunCard]
 
 
