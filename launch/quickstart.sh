@@ -3,7 +3,8 @@
 #   synthetic world of fictional people -> BPE tokenizer -> pretrain a tiny Qwen2 on their
 #   biographies, probing every checkpoint with questions about them -> ask it to complete facts
 #   -> SFT it on the Q/A of half the people, probing again -> ask it questions in ChatML about
-#   both halves -> a report of how the answers matured across both stages.
+#   both halves -> DPO on its own wrong answers (scripts/quickstart_dpo.sh) -> a report of how the
+#   answers matured across the three stages.
 #   bash launch/quickstart.sh          # installs into .venv first when needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
