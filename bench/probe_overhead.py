@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import Trainer, TrainerCallback, set_seed
 
+from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import (
     MiniLMTrainingArguments,
     ModelArguments,
@@ -32,7 +33,6 @@ from mini_lm.data.pretrain import build_pretrain_datasets, corpus_texts
 from mini_lm.models import build_model
 from mini_lm.probing import decoding_settings, load_questions, probe_model
 from mini_lm.tokenization import prepare_tokenizer
-from mini_lm.training import MiniLMTrainer
 
 
 class StepTimer(TrainerCallback):
@@ -81,7 +81,7 @@ def main() -> None:
     train, _ = build_pretrain_datasets(data_args, tokenizer, seed=train_args.seed)
     model = build_model(model_args, tokenizer)
     timer = StepTimer()
-    trainer = MiniLMTrainer(
+    trainer = Trainer(
         model=model,
         args=train_args,
         train_dataset=train,
@@ -89,6 +89,7 @@ def main() -> None:
         data_collator=CausalLMCollator(pad_token_id=pad_id(tokenizer)),
         callbacks=[timer],
     )
+    add_recipe_callbacks(trainer, shape=TrainingShape(seq_len=data_args.block_size))  # as the recipes
     trainer.train()
     step = statistics.median(timer.seconds[3:] or timer.seconds)
 

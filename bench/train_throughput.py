@@ -5,7 +5,7 @@
     python bench/train_throughput.py --mode gpu --shapes gpt2-124m --steps 50 --out runs/bench_gpu.json
 
 mini_lm: documents packed into full ``seq_len`` blocks (pack_dataset, no padding), FlashAttention-2
-when flash_attn and CUDA are present (else SDPA), bf16 on GPU, MiniLMTrainer: what
+when flash_attn and CUDA are present (else SDPA), bf16 on GPU, the recipes' instrumentation callbacks: what
 recipes/pretrain.py trains with. naive: the stock HF way without those: one document per row
 (truncated to seq_len), DataCollatorForLanguageModeling padding to the batch's longest row, eager
 attention, plain Trainer, same precision and batch. Two ablations (packed+eager, padded+fast-attn)
@@ -36,13 +36,13 @@ import transformers
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, set_seed
 from transformers.trainer_callback import PrinterCallback
 
+from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import MiniLMTrainingArguments, ModelArguments, PretrainDataArguments, load_yaml_config
 from mini_lm.data.corpus import load_corpus
 from mini_lm.data.packing import CausalLMCollator, pack_dataset, pad_id, tokenize_dataset
 from mini_lm.models import build_model, choose_attn_implementation
 from mini_lm.throughput import device_peak_tflops, mfu, model_flops_per_token
 from mini_lm.tokenization import document_separator_id, load_tokenizer, train_bpe_tokenizer
-from mini_lm.training import MiniLMTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 QWEN_RECIPE = REPO / "recipes/configs/qwen2/pretrain_qwen2.5_0.5b.yaml"
@@ -248,16 +248,16 @@ def measure(shape: Shape, variant: Variant, tokenizer, data: dict, opts) -> dict
             seed=0,
             **{checkpointing_field(): opts.activation_checkpointing},
         )
-        kwargs = {"seq_len": shape.seq_len} if variant.mini_lm_trainer else {}
-        trainer = (MiniLMTrainer if variant.mini_lm_trainer else Trainer)(
+        trainer = Trainer(
             model=model,
             args=args,
             train_dataset=data["packed" if variant.packed else "padded"],
             data_collator=collator,
             processing_class=tokenizer,
             callbacks=[timer],
-            **kwargs,
         )
+        if variant.mini_lm_trainer:  # the recipes' instrumentation (tokens/s, MFU, run card)
+            add_recipe_callbacks(trainer, shape=TrainingShape(seq_len=shape.seq_len))
         trainer.remove_callback(PrinterCallback)  # keep stdout for the table
         result = {
             "shape": shape.name,

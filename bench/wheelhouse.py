@@ -91,6 +91,7 @@ class Carried:
 
 CARRIED = [
     Carried("datasets", None),
+    Carried("trl", None),  # recipes/dpo.py (pure Python; its needs are preinstalled or carried here)
     Carried("dill", None),
     Carried("multiprocess", None),
     Carried("deepspeed", None, how="sdist"),  # pure-Python wheel, its CUDA ops left to JIT

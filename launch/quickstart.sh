@@ -3,7 +3,8 @@
 #   synthetic world of fictional people -> BPE tokenizer -> pretrain a tiny Qwen2 on their
 #   biographies, probing every checkpoint with questions about them -> ask it to complete facts
 #   -> SFT it on the Q/A of half the people, probing again -> ask it questions in ChatML about
-#   both halves -> a report of how the answers matured across both stages.
+#   both halves -> DPO on its own wrong answers (scripts/quickstart_dpo.sh) -> a report of how the
+#   answers matured across the three stages.
 #   bash launch/quickstart.sh          # installs into .venv first when needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,19 +15,19 @@ OUT=${OUT:-runs/quickstart}
 rm -rf "$OUT"
 start=$(date +%s)
 
-echo "== 1/5 synthetic world: 100 people, biographies in Chinese and English, Q/A, probe questions"
+echo "== 1/6 synthetic world: 100 people, biographies in Chinese and English, Q/A, probe questions"
 mini-lm synth-world --out "$OUT/world" --seed 0 --people 100
 
-echo "== 2/5 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml), probes at every save"
+echo "== 2/6 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml), probes at every save"
 python recipes/pretrain.py --config recipes/configs/quickstart/pretrain.yaml \
     --train_files "$OUT/world/bios.jsonl" --output_dir "$OUT/pretrain" \
     --probe_questions "$OUT/world/probe_questions.yaml" "$@"
 
-echo "== 3/5 what did it learn? greedy completions of 240 facts from the biographies"
+echo "== 3/6 what did it learn? greedy completions of 240 facts from the biographies"
 mini-lm generate "$OUT/pretrain" --prompts-file "$OUT/world/completions.jsonl" --limit 240 \
     --greedy --max-new-tokens 24 --quiet
 
-echo "== 4/5 SFT on the Q/A of the 'sft' half of the people (recipes/configs/quickstart/sft.yaml), probes at every save"
+echo "== 4/6 SFT on the Q/A of the 'sft' half of the people (recipes/configs/quickstart/sft.yaml), probes at every save"
 python recipes/sft.py --config recipes/configs/quickstart/sft.yaml --model_name_or_path "$OUT/pretrain" \
     --train_files "$OUT/world/qa_sft.jsonl" --output_dir "$OUT/sft" \
     --probe_questions "$OUT/world/probe_questions.yaml" --disable_tqdm true
@@ -47,8 +48,11 @@ for split in ("sft", "heldout"):
     print(f"  [{split}] {hits}/{len(qa)} answers contain the right fact, {stops}/{len(qa)} stop at <|im_end|>")
 PY
 
-echo "== 5/5 report: answers per checkpoint of both stages, with loss, repetition and knowledge plots"
-mini-lm report "$OUT/pretrain" "$OUT/sft" --out "$OUT/report"
+echo "== 5/6 DPO on the SFT model's own wrong answers (scripts/quickstart_dpo.sh)"
+bash scripts/quickstart_dpo.sh "$OUT"
 
-echo "== done in $(( $(date +%s) - start ))s: models in $OUT/pretrain and $OUT/sft, TensorBoard logs in their runs/"
+echo "== 6/6 report: answers per checkpoint of the three stages, with loss, repetition and knowledge plots"
+mini-lm report "$OUT/pretrain" "$OUT/sft" "$OUT/dpo" --out "$OUT/report"
+
+echo "== done in $(( $(date +%s) - start ))s: models in $OUT/pretrain, $OUT/sft and $OUT/dpo, TensorBoard logs in their runs/"
 echo "   report: $OUT/report/report.md (plots: $OUT/report/*.png)"

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from trl import DPOConfig
 
 from .errors import ConfigError
 from .launch_checks import check_global_batch, no_accelerator, pinned_batch_values
@@ -226,16 +227,76 @@ class SFTDataArguments:
     )
 
     def __post_init__(self):
-        if isinstance(self.placeholders, str):  # --placeholders '{"name": "MiniLM"}'
-            try:
-                self.placeholders = json.loads(self.placeholders)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    f"placeholders must be a mapping (JSON on the command line): {err}"
-                ) from err
-        self.placeholders = self.placeholders or {}
-        if not isinstance(self.placeholders, dict):
-            raise ConfigError(f"placeholders must be a mapping of name: value, got {self.placeholders!r}")
+        self.placeholders = parse_placeholders(self.placeholders)
+
+
+@dataclass
+class PreferenceDataArguments:
+    """Preference pairs (a prompt, a chosen and a rejected answer) -> chat template -> token ids for DPO.
+
+    The length limit is ``max_length`` and the tokenization processes ``dataset_num_proc``, both of
+    TRL's ``DPOConfig`` (``MiniLMDPOConfig``): one key each, not two.
+    """
+
+    train_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Preference .json/.jsonl files, folders or globs (several are mixed)."},
+    )
+    data_formats: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "auto | sharegpt_ranking | message_pairs | trl: one for all train_files, or one per "
+            "file. Default: detected from each file's first record."
+        },
+    )
+    mix_weights: list[float] = field(
+        default_factory=list,
+        metadata={"help": "Per-file repeat factor: 2.0 = every pair twice, 0.5 = a random half."},
+    )
+    validation_files: list[str] = field(default_factory=list, metadata={"help": "Held-out preference files."})
+    validation_split: float = field(
+        default=0.0, metadata={"help": "Fraction of pairs held out for eval when no validation_files."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N pairs after mixing (debugging)."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message for pairs whose prompt has none."}
+    )
+    placeholders: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Values for {{name}} placeholders, e.g. {name: MiniLM} (JSON on the command line)."
+        },
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "chatml | a .jinja file | a template string. Default: the tokenizer's own (an SFT "
+            "model's template, saved with it)."
+        },
+    )
+    skip_invalid: bool = field(
+        default=False,
+        metadata={"help": "Skip (and count) malformed records instead of failing on the first one."},
+    )
+    audit_samples: int = field(default=1, metadata={"help": "Rendered pairs shown by the preference audit."})
+
+    def __post_init__(self):
+        self.placeholders = parse_placeholders(self.placeholders)
+
+
+def parse_placeholders(value: dict | str | None) -> dict:
+    """``{name: MiniLM}`` from YAML, or its JSON string from the command line -> a dict."""
+    if isinstance(value, str):  # --placeholders '{"name": "MiniLM"}'
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"placeholders must be a mapping (JSON on the command line): {err}") from err
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"placeholders must be a mapping of name: value, got {value!r}")
+    return value
 
 
 @dataclass
@@ -323,6 +384,20 @@ class MiniLMTrainingArguments(TrainingArguments):
 
 
 @dataclass
+class MiniLMDPOConfig(MiniLMTrainingArguments, DPOConfig):
+    """TRL's ``DPOConfig`` (``beta``, ``loss_type``, ``loss_weights``, ``max_length``,
+    ``precompute_ref_log_probs``, ...) with mini_lm's training arguments: every DPO key is TRL's own
+    field, read from the YAML like any other.
+
+    ``MiniLMTrainingArguments`` comes first in the bases, so the defaults shared with
+    ``TrainingArguments`` are ours (CPU-safe: bf16 and gradient checkpointing off, which TRL turns
+    on) and ``__post_init__`` runs our launch checks around TRL's. SFT-regularised DPO (an NLL term
+    on the chosen answer, RPO) is ``loss_type: [sigmoid, sft]`` with ``loss_weights: [1.0, alpha]``:
+    TRL 1.16 has no ``rpo_alpha``.
+    """
+
+
+@dataclass
 class ProbeArguments:
     """Checkpoint probes: at every save the model answers fixed questions (see mini_lm/probing.py)."""
 
@@ -359,6 +434,7 @@ class ProbeArguments:
 PRETRAIN_ARGUMENTS = (ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments)
 SFT_ARGUMENTS = (ModelArguments, SFTDataArguments, LoraArguments, MiniLMTrainingArguments, ProbeArguments)
 MLM_ARGUMENTS = (ModelArguments, PretrainDataArguments, MLMArguments, MiniLMTrainingArguments, ProbeArguments)
+DPO_ARGUMENTS = (ModelArguments, PreferenceDataArguments, LoraArguments, MiniLMDPOConfig, ProbeArguments)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -17,14 +17,14 @@ logger = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def apply_lora(model, args: LoraArguments):
-    """The model itself when ``use_peft`` is off; else a PeftModel whose LoRA weights alone train."""
+def lora_config(args: LoraArguments):
+    """peft's LoraConfig for these arguments; None when ``use_peft`` is off."""
     if not args.use_peft:
-        return model
-    from peft import LoraConfig, TaskType, get_peft_model
+        return None
+    from peft import LoraConfig, TaskType
 
     targets = args.lora_target_modules
-    config = LoraConfig(
+    return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
@@ -32,18 +32,30 @@ def apply_lora(model, args: LoraArguments):
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         modules_to_save=args.lora_modules_to_save or None,
     )
-    model = get_peft_model(model, config)
+
+
+def apply_lora(model, args: LoraArguments):
+    """The model itself when ``use_peft`` is off; else a PeftModel whose LoRA weights alone train."""
+    if not args.use_peft:
+        return model
+    from peft import get_peft_model
+
+    model = get_peft_model(model, lora_config(args))
+    log_trainable(model, args)
+    return model
+
+
+def log_trainable(model, args: LoraArguments) -> None:
     trainable, total = model.get_nb_trainable_parameters()
     logger.info(
         "LoRA r=%d alpha=%d on %s: %.2fM of %.2fM parameters train (%.2f%%)",
         args.lora_r,
         args.lora_alpha,
-        targets,
+        args.lora_target_modules,
         trainable / 1e6,
         total / 1e6,
         100 * trainable / total,
     )
-    return model
 
 
 def is_adapter_dir(path: str | Path) -> bool:

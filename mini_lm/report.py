@@ -134,6 +134,8 @@ def render_markdown(stages: list[Stage], points: list[Point], decodings: list[st
         f"Generated {datetime.now():%Y-%m-%d %H:%M} by `mini-lm report`.",
         "",
     ]
+    if len(stages) > 1:
+        lines += _stage_boundaries(stages)
     for stage in stages:
         lines += _stage_facts(stage, len(stages) > 1)
     if plots:
@@ -148,16 +150,32 @@ def render_markdown(stages: list[Stage], points: list[Point], decodings: list[st
         "🔁 when the answer is repetitive, ✂ when it hit max_new_tokens without stopping.",
         "",
     ]
-    for point in points:
+    for i, point in enumerate(points):
+        if len(stages) > 1 and (i == 0 or point.stage is not points[i - 1].stage):
+            lines += [f"## Stage {stages.index(point.stage) + 1}: {point.stage.name}", ""]
         lines += _timeline_entry(point, decodings, len(stages) > 1)
     return "\n".join(lines)
 
 
+def _stage_boundaries(stages: list[Stage]) -> list[str]:
+    """Where each stage sits on the shared step axis (the plots draw a line at each start)."""
+    rows = ["## Stages", "", "| # | stage | trainer | steps | on the shared axis |", "|---|---|---|---|---|"]
+    for i, stage in enumerate(stages, 1):
+        trainer = _run_info(stage).get("trainer") or ""
+        last = stage.last_step
+        rows.append(f"| {i} | {stage.name} | {trainer} | {last} | {stage.offset} → {stage.offset + last} |")
+    return rows + [""]
+
+
+def _run_info(stage: Stage) -> dict:
+    path = stage.run_dir / "run_info.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def _stage_facts(stage: Stage, named: bool) -> list[str]:
     facts = []
-    info_path = stage.run_dir / "run_info.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = _run_info(stage)
+    if info:
         facts.append(
             f"world size {info.get('world_size')}, {info.get('precision')}, "
             f"{info.get('tokens_per_step') or '?'} tokens/step, global batch {info.get('global_batch_size')}"
@@ -167,6 +185,14 @@ def _stage_facts(stage: Stage, named: bool) -> list[str]:
         facts.append(
             f"train loss {losses[0]['loss']:.3f} (step {losses[0]['step']}) → "
             f"{losses[-1]['loss']:.3f} (step {losses[-1]['step']})"
+        )
+    rewards = [h for h in stage.history if "rewards/accuracies" in h]  # a DPO stage (TRL's logs)
+    if rewards:
+        first, last = rewards[0], rewards[-1]
+        facts.append(
+            f"DPO reward accuracy {first['rewards/accuracies']:.2f} → {last['rewards/accuracies']:.2f}, "
+            f"margin {first['rewards/margins']:.3f} → {last['rewards/margins']:.3f} "
+            f"(steps {first['step']} → {last['step']}); its loss is the DPO loss, not a token loss"
         )
     seen: dict[str, dict] = {}
     for r in stage.records:
@@ -297,7 +323,9 @@ def plot_loss(stages: list[Stage], path: Path) -> bool:
     for i, stage in enumerate(stages):
         train = [(stage.offset + h["step"], h["loss"]) for h in stage.history if "loss" in h]
         evals = [(stage.offset + h["step"], h["eval_loss"]) for h in stage.history if "eval_loss" in h]
-        if train:
+        if train and any("rewards/accuracies" in h for h in stage.history):  # DPO: another objective
+            ax.plot(*zip(*train), color="tab:green", label=f"DPO loss ({stage.name})")
+        elif train:
             ax.plot(*zip(*train), color="tab:blue", label="train loss" if i == 0 else None)
         if evals:
             ax.plot(*zip(*evals), "o-", color="tab:orange", label="eval loss" if i == 0 else None)

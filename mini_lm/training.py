@@ -1,103 +1,22 @@
 """What every recipe does around ``Trainer.train()``: logging and reporting setup, resume, save, eval.
 
-trainer = MiniLMTrainer(model=model, args=args, train_dataset=train, eval_dataset=val,
-                        data_collator=collator, processing_class=tokenizer, seq_len=512)
+trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
+                  data_collator=collator, processing_class=tokenizer)   # any Trainer, TRL's too
+add_recipe_callbacks(trainer, probe_args, TrainingShape(seq_len=512))  # tokens/s, MFU, run card, probes
 run_training(trainer)
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import zlib
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .throughput import ThroughputMeter, device_peak_tflops, model_flops_per_token
-
 logger = logging.getLogger(__name__)
-
-
-class MiniLMTrainer(Trainer):
-    """HF Trainer whose logs also carry tokens/s, MFU and eval perplexity, and which writes a
-    run card (``run_info.json``) at the first step: world size, ZeRO stage, global batch, and
-    whether every rank received different data."""
-
-    def __init__(self, *args, seq_len: int | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seq_len = seq_len
-        peak = getattr(self.args, "peak_tflops", None) or device_peak_tflops()
-        flops = model_flops_per_token(self.model, seq_len) if seq_len else None
-        if peak is None:
-            logger.info("MFU not logged: unknown device peak (set peak_tflops to enable)")
-        self.throughput = ThroughputMeter(flops, peak, self.args.world_size)
-        self.run_info: dict | None = None
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.run_info is None:
-            self.run_info = self._write_run_info(model, inputs)
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def _write_run_info(self, model, inputs) -> dict:
-        """Collective (every rank calls it at its first micro-batch); rank 0 logs and writes."""
-        ids = inputs["input_ids"].detach()
-        fingerprint = torch.tensor(
-            [zlib.crc32(ids.cpu().numpy().tobytes())], dtype=torch.int64, device=ids.device
-        )
-        fingerprints = self.accelerator.gather(fingerprint).tolist()
-        args = self.args
-        info = {
-            "world_size": args.world_size,
-            "distributed_type": getattr(
-                self.accelerator.distributed_type, "value", str(self.accelerator.distributed_type)
-            ),
-            "device": str(args.device),
-            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
-            "global_batch_size": args.per_device_train_batch_size
-            * args.gradient_accumulation_steps
-            * args.world_size,
-            "tokens_per_step": (
-                args.per_device_train_batch_size
-                * args.gradient_accumulation_steps
-                * args.world_size
-                * self.seq_len
-            )
-            if self.seq_len
-            else None,
-            "batch_fingerprints": fingerprints,
-            "ranks_see_distinct_data": len(set(fingerprints)) == len(fingerprints),
-        }
-        if self.is_deepspeed_enabled:
-            info["deepspeed_zero_stage"] = model.zero_optimization_stage()
-            info["deepspeed_world_size"] = model.world_size
-        if self.is_world_process_zero():
-            logger.info(
-                "run: %s", ", ".join(f"{k}={v}" for k, v in info.items() if k != "batch_fingerprints")
-            )
-            if not info["ranks_see_distinct_data"]:
-                logger.error(
-                    "ranks received IDENTICAL first batches %s: data is not sharded across ranks "
-                    "(DeepSpeed on CPU needs use_cpu=True)",
-                    fingerprints,
-                )
-            os.makedirs(args.output_dir, exist_ok=True)
-            Path(args.output_dir, "run_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        return info
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self.args.include_num_input_tokens_seen != "no":
-            if self.throughput._last is None:
-                self.throughput.start(self._initial_num_input_tokens_seen, now=start_time)
-            logs.update(self.throughput.update(self.state.num_input_tokens_seen))
-        if "eval_loss" in logs:
-            logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
-        super().log(logs, start_time)
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -171,8 +90,7 @@ def run_training(trainer: Trainer) -> dict[str, float]:
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     if trainer.eval_dataset is not None:
-        eval_metrics = trainer.evaluate()
-        eval_metrics["eval_perplexity"] = math.exp(min(eval_metrics["eval_loss"], 50.0))
+        eval_metrics = trainer.evaluate()  # with eval_perplexity for LM losses (callbacks.Throughput)
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)

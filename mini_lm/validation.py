@@ -24,6 +24,7 @@ from .config import (
     LoraArguments,
     MLMArguments,
     ModelArguments,
+    PreferenceDataArguments,
     PretrainDataArguments,
     ProbeArguments,
     SFTDataArguments,
@@ -37,7 +38,7 @@ class RecipeArgs:
     """The parsed arguments of one recipe, by role."""
 
     model: ModelArguments | None = None
-    data: PretrainDataArguments | SFTDataArguments | None = None
+    data: PretrainDataArguments | SFTDataArguments | PreferenceDataArguments | None = None
     mlm: MLMArguments | None = None
     lora: LoraArguments | None = None
     train: TrainingArguments | None = None
@@ -55,11 +56,14 @@ class RecipeArgs:
 
     def sequence_length(self) -> tuple[str, int] | None:
         """The field that sets the tokens per row, and its value: ``max_len`` for the BERT
-        adapter, ``max_length`` for SFT, ``block_size`` for pretraining."""
+        adapter, ``max_length`` for SFT and for DPO (TRL's DPOConfig field), ``block_size`` for
+        pretraining."""
         if self.mlm is not None:
             return "max_len", self.mlm.max_len
         if isinstance(self.data, SFTDataArguments):
             return "max_length", self.data.max_length
+        if isinstance(self.data, PreferenceDataArguments):
+            return "max_length", self.train.max_length
         if isinstance(self.data, PretrainDataArguments):
             return "block_size", self.data.block_size
         return None
@@ -67,7 +71,7 @@ class RecipeArgs:
 
 _ROLES = {
     "model": ModelArguments,
-    "data": (PretrainDataArguments, SFTDataArguments),
+    "data": (PretrainDataArguments, SFTDataArguments, PreferenceDataArguments),
     "mlm": MLMArguments,
     "lora": LoraArguments,
     "train": TrainingArguments,
@@ -122,8 +126,53 @@ def check_sequence_fits_positions(args: RecipeArgs) -> None:
 
 
 def check_sft_max_length(args: RecipeArgs) -> None:
-    if isinstance(args.data, SFTDataArguments) and args.data.max_length < 8:
-        raise ConfigError(f"max_length={args.data.max_length} is too short to hold a prompt and an answer")
+    length = args.sequence_length()
+    if isinstance(args.data, (SFTDataArguments, PreferenceDataArguments)) and length[1] < 8:
+        raise ConfigError(f"max_length={length[1]} is too short to hold a prompt and an answer")
+
+
+# TRL 1.16's DPO losses (DPOConfig.loss_type); tests/test_dpo.py checks the list against TRL's own.
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+
+
+def check_dpo_recipe(args: RecipeArgs) -> None:
+    """recipes/dpo.py: a trained causal LM to start from, and losses TRL knows (else it fails only
+    at the first step, after the data and both models are loaded)."""
+    if not isinstance(args.data, PreferenceDataArguments):
+        return
+    if args.model.model_family == "bert":
+        raise ConfigError("recipes/dpo.py trains causal LMs (gpt2 | qwen2); the BERT adapter has no DPO path")
+    if not args.model.model_name_or_path:
+        raise ConfigError(
+            "DPO starts from a trained model (it is also the reference): set model_name_or_path, "
+            "e.g. an SFT run's output_dir"
+        )
+    if args.model.lm_loss != "full":
+        # TRL computes the DPO log-probs from the logits it asks for (no labels): the chunked
+        # loss would never run, so the setting would be silently ignored.
+        raise ConfigError(
+            f"lm_loss: {args.model.lm_loss} does not apply to DPO (TRL computes its loss from the "
+            "logits itself): use lm_loss: full"
+        )
+    unknown = [t for t in args.train.loss_type if t not in DPO_LOSS_TYPES]
+    if unknown:
+        raise ConfigError(f"loss_type: unknown {unknown} (TRL's DPO losses: {', '.join(DPO_LOSS_TYPES)})")
 
 
 def check_streaming_has_max_steps(args: RecipeArgs) -> None:
@@ -150,6 +199,7 @@ CHECKS: list[Check] = [
     check_mlm_recipe,
     check_sequence_fits_positions,
     check_sft_max_length,
+    check_dpo_recipe,
     check_streaming_has_max_steps,
     check_eval_has_data,
 ]

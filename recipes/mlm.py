@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import sys
 
-from transformers import set_seed
+from transformers import Trainer, set_seed
 
-from mini_lm.callbacks import add_recipe_callbacks
+from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import MLM_ARGUMENTS, parse_config
 from mini_lm.data.next_token import NextTokenCollator, build_next_token_datasets
+from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
 from mini_lm.models.bert_adapter import context_window
 from mini_lm.tokenization import prepare_tokenizer
-from mini_lm.training import MiniLMTrainer, configure_reporting, run_training, setup_logging
+from mini_lm.training import configure_reporting, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -43,17 +44,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
 
     model = build_model(model_args, tokenizer, context_window=window)
-    trainer = MiniLMTrainer(
+    trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=NextTokenCollator(tokenizer),
         processing_class=tokenizer,
-        seq_len=mlm_args.max_len,
     )
-    add_recipe_callbacks(trainer, probe_args)  # the same checkpoint probes as the causal LMs
-    return run_training(trainer)
+    # the same instrumentation and checkpoint probes as the causal LMs
+    add_recipe_callbacks(trainer, probe_args, TrainingShape(seq_len=mlm_args.max_len))
+    metrics = run_training(trainer)
+    write_model_card(
+        trainer, CardFacts.of("bert-adapter", model_args, data_args.train_files, train_dataset), metrics
+    )
+    return metrics
 
 
 if __name__ == "__main__":

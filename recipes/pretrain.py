@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import sys
 
-from transformers import set_seed
+from transformers import Trainer, set_seed
 
-from mini_lm.callbacks import add_recipe_callbacks
+from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import PRETRAIN_ARGUMENTS, parse_config
 from mini_lm.data.packing import CausalLMCollator, pad_id
 from mini_lm.data.pretrain import build_pretrain_datasets, corpus_texts
+from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
 from mini_lm.tokenization import prepare_tokenizer
-from mini_lm.training import MiniLMTrainer, configure_reporting, run_training, setup_logging
+from mini_lm.training import configure_reporting, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -43,17 +44,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_dataset, eval_dataset = build_pretrain_datasets(data_args, tokenizer, seed=training_args.seed)
 
     model = build_model(model_args, tokenizer)
-    trainer = MiniLMTrainer(
+    trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=CausalLMCollator(pad_token_id=pad_id(tokenizer)),
         processing_class=tokenizer,
-        seq_len=data_args.block_size,
     )
-    add_recipe_callbacks(trainer, probe_args)  # answers fixed questions at every checkpoint
-    return run_training(trainer)
+    # tokens/s, MFU, perplexity, run card; probes answer fixed questions at every checkpoint
+    add_recipe_callbacks(trainer, probe_args, TrainingShape(seq_len=data_args.block_size))
+    metrics = run_training(trainer)
+    write_model_card(
+        trainer, CardFacts.of("pretraining", model_args, data_args.train_files, train_dataset), metrics
+    )
+    return metrics
 
 
 if __name__ == "__main__":

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import sys
 
-from transformers import set_seed
+from transformers import Trainer, set_seed
 
-from mini_lm.callbacks import add_recipe_callbacks
+from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import SFT_ARGUMENTS, parse_config
 from mini_lm.data.sft import build_sft_datasets, load_sft_conversations, prepare_sft_tokenizer
 from mini_lm.data.sft_packing import PackedAttentionCheck, make_sft_collator
 from mini_lm.lora import apply_lora
+from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
-from mini_lm.training import MiniLMTrainer, configure_reporting, run_training, setup_logging
+from mini_lm.training import configure_reporting, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -53,18 +54,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tokenizer, data = prepare_data(model_args, data_args, training_args)
     model = apply_lora(build_model(model_args, tokenizer, packed_rows=data_args.packing), lora_args)
     collator = make_sft_collator(model, tokenizer, data_args.packing)
-    trainer = MiniLMTrainer(
+    trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=data.train,
         eval_dataset=data.eval,
         data_collator=collator,
         processing_class=tokenizer,
-        seq_len=data_args.max_length,
         callbacks=[PackedAttentionCheck(collator)] if data_args.packing else None,
     )
-    add_recipe_callbacks(trainer, probe_args)  # answers fixed questions at every checkpoint
-    return run_training(trainer)
+    # tokens/s, MFU, perplexity, run card; probes answer fixed questions at every checkpoint
+    add_recipe_callbacks(trainer, probe_args, TrainingShape(seq_len=data_args.max_length))
+    metrics = run_training(trainer)
+    write_model_card(trainer, CardFacts.of("sft", model_args, data.audit.chat.files, data.train), metrics)
+    return metrics
 
 
 if __name__ == "__main__":

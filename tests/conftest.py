@@ -75,3 +75,17 @@ def tiny_bert_tokenizer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bert_vocab")
     (folder / "vocab.txt").write_text("\n".join(specials + chars + words) + "\n", encoding="utf-8")
     return bert_tokenizer(folder)
+
+
+def run_card_snippet(model_dir: Path) -> str:
+    """Run the "How to load" code of a model card (README.md) as written; return what it printed."""
+    import contextlib
+    import io
+    import re
+
+    card = (Path(model_dir) / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"## How to load.*?```python\n(.*?)```", card, re.S).group(1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, f"{model_dir}/README.md", "exec"), {})
+    return printed.getvalue()

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub import ModelCard
 
 from mini_lm.cli import main as cli
 from mini_lm.config import MLM_ARGUMENTS, ConfigError, parse_config
@@ -13,7 +14,7 @@ from mini_lm.data.next_token import NextTokenCollator, cut_windows
 from mini_lm.generation import GenerationSettings, generate, load_for_generation
 from mini_lm.validation import validate
 
-from .conftest import REPO, TINY_BERT_TEXT, run_module_main
+from .conftest import REPO, TINY_BERT_TEXT, run_card_snippet, run_module_main
 
 RECIPE = REPO / "recipes/mlm.py"
 CONFIGS = sorted((REPO / "recipes/configs/bert").glob("*.yaml"))
@@ -117,6 +118,12 @@ def test_tiny_run_saves_a_dir_that_generates(tiny_corpus, tmp_path):
     model, tok = load_for_generation(str(out))
     result = generate(model, tok, ["宝玉笑道"], GenerationSettings(do_sample=False, max_new_tokens=5))[0]
     assert len(result.token_ids) == 5
+    card = ModelCard.load(out / "README.md").data.to_dict()["mini_lm"]  # the model card
+    assert (
+        card["stage"] == "bert-adapter" and card["steps"] == 4 and card["eval_loss"] == metrics["eval_loss"]
+    )
+    assert card["data"][0]["path"] == corpus and card["data"][0]["records"] == 40
+    assert run_card_snippet(out)  # its loading code (import mini_lm.models, then transformers) generates
 
 
 def test_checkpoints_of_the_bert_adapter_are_probed(tiny_corpus, tmp_path, caplog):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 
 from mini_lm.cli import main as cli
@@ -21,7 +22,7 @@ from mini_lm.generation import GenerationSettings, generate, load_for_generation
 from mini_lm.tokenization import IM_END, ChatTemplateError
 from mini_lm.validation import validate
 
-from .conftest import REPO, run_module_main
+from .conftest import REPO, run_card_snippet, run_module_main
 
 SFT = REPO / "recipes/sft.py"
 PRETRAIN = REPO / "recipes/pretrain.py"
@@ -185,6 +186,18 @@ def test_sft_from_pretraining_checkpoint_packed(pretrained, world, tmp_path, cap
     tuned = AutoModelForCausalLM.from_pretrained(out)
     assert not torch.equal(base.model.embed_tokens.weight, tuned.model.embed_tokens.weight)  # started from it
     assert (out / "tokenizer.json").is_file() and (out / "run_info.json").is_file()
+    card = ModelCard.load(out / "README.md").data.to_dict()["mini_lm"]  # the model card
+    records = len(Path(world["qa_sft"]).read_text(encoding="utf-8").splitlines())
+    assert card["stage"] == "sft" and card["base_model"] == str(pretrained) and card["steps"] == 8
+    assert card["data"] == [
+        {
+            **card["data"][0],
+            "path": str(world["qa_sft"]),
+            "format": "messages",
+            "records": records,
+            "usable": records,
+        }
+    ]
     # the checkpoint probe runs in SFT as in pretraining: every save, chat questions in the template
     probes = [json.loads(line) for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted({p["step"] for p in probes}) == [4, 8]
@@ -240,6 +253,16 @@ def test_lora_sft_saves_adapter_and_export_merges(pretrained, world, tmp_path):
     assert not torch.allclose(merged_logits, base_logits, atol=1e-4)  # the adapter did learn something
     result, _ = ask(merged, "Who are you?", max_new_tokens=4)
     assert len(result.token_ids) >= 1
+    adapter_card, merged_card = (ModelCard.load(d / "README.md").data for d in (out, merged))
+    assert adapter_card.library_name == "peft" and merged_card.library_name == "transformers"
+    facts = merged_card.to_dict()["mini_lm"]
+    assert (
+        facts["stage"] == "merged"
+        and facts["adapter_stage"] == "sft"
+        and facts["base_model"] == str(pretrained)
+    )
+    assert facts["steps"] == 6 and facts["data"] == adapter_card.to_dict()["mini_lm"]["data"]
+    assert run_card_snippet(merged)  # plain transformers, as the card says
 
 
 def test_audit_data_command(shared_data, capsys):

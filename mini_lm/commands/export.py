@@ -1,9 +1,9 @@
 """mini-lm export runs/sft_lora --merge --output runs/sft_merged [--base BASE_MODEL_DIR] [--force]
 
 Merges a LoRA adapter saved by recipes/sft.py (use_peft: true) into its base model and writes a
-plain HF checkpoint (weights, config, tokenizer with its chat template) that
-``AutoModelForCausalLM.from_pretrained`` loads without peft. An existing non-empty --output needs
---force; the base model's dir and adapter dirs are never written into.
+plain HF checkpoint (weights, config, tokenizer with its chat template, a model card) that
+``AutoModelForCausalLM.from_pretrained`` loads without peft. Adapters of recipes/dpo.py merge the same way.
+An existing non-empty --output needs --force; the base model's dir and adapter dirs are never written into.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lora import is_adapter_dir, merge_adapter
+    from ..lora import adapter_base, is_adapter_dir, merge_adapter
+    from ..model_card import write_merged_card
 
     if not args.merge:
         raise ValueError(
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not is_adapter_dir(args.adapter_dir):
         raise ValueError(f"{args.adapter_dir} is not a LoRA adapter dir (no adapter_config.json)")
-    out = merge_adapter(args.adapter_dir, args.output, base=args.base, dtype=args.dtype, force=args.force)
+    base = args.base or adapter_base(args.adapter_dir)
+    out = merge_adapter(args.adapter_dir, args.output, base=base, dtype=args.dtype, force=args.force)
+    write_merged_card(args.adapter_dir, out, base)  # README.md: the adapter run's facts, on this base
     print(f"merged model -> {out} (load with AutoModelForCausalLM.from_pretrained)")
     return 0

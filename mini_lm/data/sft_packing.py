@@ -2,7 +2,7 @@
 
     rows = pack_conversations(dataset, max_length=512)   # several conversations per row
     collator = make_sft_collator(model, tokenizer, packing=True)
-    trainer = MiniLMTrainer(..., data_collator=collator, callbacks=[PackedAttentionCheck(collator)])
+    trainer = Trainer(..., data_collator=collator, callbacks=[PackedAttentionCheck(collator)])
 
 Packed rows carry ``position_ids`` that restart at 0 for every conversation and no attention mask.
 With SDPA/eager, transformers (masking_utils.find_packed_sequence_indices) turns such position_ids
