@@ -11,7 +11,7 @@ Also ``mini-lm audit-data --config recipes/configs/....yaml [--json audit.json]`
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from datasets import Dataset
 
@@ -78,7 +78,7 @@ class LabelAudit:
 
     def to_dict(self) -> dict:
         """Every figure of the audit, JSON-ready (``mini-lm audit-data --json``)."""
-        out = asdict(self)
+        out = _plain(self)
         out["chat"]["ignored_fields"] = dict(self.chat.ignored_fields)
         out["supervised_fraction"] = self.supervised_fraction
         out["problems"] = self.problems()
@@ -141,6 +141,18 @@ class LabelAudit:
         lines += [f"PROBLEM: {p}" for p in self.problems()]
         lines.append("=" * 77)
         return "\n".join(lines)
+
+
+def _plain(value):
+    """Dataclasses, Counters and tuples -> dicts and lists (``dataclasses.asdict`` turns a Counter's
+    items into counted tuples)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _counts(counter: Counter) -> str:
