@@ -26,6 +26,17 @@ def call_text(name: str, arguments: str) -> str:
     return f'{{"name": "{name}", "arguments": {arguments}}}'
 
 
+def openai_tool(schema: object) -> dict:
+    """A tool schema in OpenAI's wrapping, as the templates and the server expect it:
+    {"name": "f", ...} -> {"type": "function", "function": {"name": "f", ...}}; a wrapped one is kept.
+    ValueError when it has no function name."""
+    wrapped = isinstance(schema, dict) and schema.get("type") == "function"
+    function = schema.get("function") if wrapped else schema
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+        raise ValueError("a function schema needs a name")
+    return schema if wrapped else {"type": "function", "function": schema}
+
+
 def template_call(name: str, arguments: str, call_id: str | None = None) -> dict:
     """A call as chat templates read it: arguments an object, not OpenAI's JSON string."""
     call = {"type": "function", "function": {"name": name, "arguments": json.loads(arguments)}}

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from ..records import RecordError, read_records
-from ..tool_calls import template_call
+from ..tool_calls import openai_tool, template_call
 from .corpus import CorpusError, resolve_corpus_specs
 
 logger = logging.getLogger(__name__)
@@ -292,10 +292,10 @@ def _tools(record: dict, where: str) -> str | None:
         raise ChatDataError(f"{where}: tools must be a list of function schemas", "bad tools")
     wrapped = []
     for j, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else tool
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise ChatDataError(f"{where}: tools[{j}]: a function schema needs a name", "bad tools")
-        wrapped.append(tool if function is not tool else {"type": "function", "function": tool})
+        try:
+            wrapped.append(openai_tool(tool))
+        except ValueError as err:
+            raise ChatDataError(f"{where}: tools[{j}]: {err}", "bad tools") from None
     return json.dumps(wrapped, ensure_ascii=False)
 
 

@@ -264,3 +264,24 @@ def test_parse_tool_calls():
         readable(ToolCall("get_weather", '{"city": "Paris", "days": 2}'))
         == 'get_weather(city="Paris", days=2)'
     )
+
+
+def test_chat_shows_calls_readably_and_answers_a_tool_result(tool_model, tmp_path, capsys):
+    from mini_lm.commands.chat import ChatSession, load_tools, reply
+
+    model, tokenizer = tool_model
+    (tmp_path / "tools.json").write_text(json.dumps([WEATHER, TOOLS[1]]), encoding="utf-8")  # bare + wrapped
+    tools = load_tools(str(tmp_path / "tools.json"))
+    assert tools == TOOLS
+    session, settings = (
+        ChatSession(tokenizer, tools=tools),
+        GenerationSettings(do_sample=False, max_new_tokens=64),
+    )
+    reply(model, tokenizer, session, ASK_WEATHER, settings)
+    assert '(tool call: get_weather(city="Paris"); answer with /tool RESULT)' in capsys.readouterr().out
+    assert session.awaits_tool_result()
+    reply(model, tokenizer, session, RESULT, settings, role="tool")
+    assert capsys.readouterr().out == f"assistant> {AFTER_RESULT}\n" and not session.awaits_tool_result()
+    (tmp_path / "bad.json").write_text('[{"description": "no name"}]', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"--tools .*bad\.json: a function schema needs a name"):
+        load_tools(str(tmp_path / "bad.json"))
