@@ -516,12 +516,25 @@ def test_unused_fields_are_counted_per_file_and_warned(tmp_path, caplog):
         },
     ]
     plain = {"prompt": "1+1=", "completion": "2", "tools": [tool_schema("calc")]}  # no template: tools unused
-    path, other = write_jsonl(tmp_path / "m.jsonl", records), write_jsonl(tmp_path / "p.jsonl", [plain])
+    chat_pc = {
+        "prompt": [{"role": "user", "content": "q", "weight": 2}],
+        "completion": [{"role": "assistant", "content": "a"}],
+    }
+    path, other = (
+        write_jsonl(tmp_path / "m.jsonl", records),
+        write_jsonl(tmp_path / "p.jsonl", [plain, chat_pc]),
+    )
     with caplog.at_level("WARNING", logger="mini_lm.data.chat"):
         chat = load_conversations([path, other])
     assert chat.stats.files[path]["ignored_fields"] == {"id": 2, "source": 1, "messages[].name": 1}
-    assert chat.stats.files[other]["ignored_fields"] == {"tools": 1}
-    assert chat.stats.ignored_fields == {"id": 2, "source": 1, "messages[].name": 1, "tools": 1}
+    assert chat.stats.files[other]["ignored_fields"] == {"tools": 1, "prompt[].weight": 1}
+    assert chat.stats.ignored_fields == {
+        "id": 2,
+        "source": 1,
+        "messages[].name": 1,
+        "tools": 1,
+        "prompt[].weight": 1,
+    }
     assert f"{path}: fields the messages format does not use, ignored (records): id: 2" in caplog.text
     assert (
         f"{other}: fields the prompt_completion format does not use, ignored (records): tools: 1"

@@ -67,17 +67,14 @@ SHAREGPT_ROLES = {
 }
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")  # {{name}}; "{{ form.as_p }}" in code answers is left alone
 # Fields each format reads (a record's others are counted as ignored): record level, then the
-# key of its message list and the fields read on each message.
+# keys of its message lists and the fields read on each message.
+OPENAI_MESSAGE_FIELDS = {"role", "content", "loss_weight", "tool_calls", "tool_call_id"}
 FIELDS = {
-    "messages": (
-        {"messages", "tools"},
-        "messages",
-        {"role", "content", "loss_weight", "tool_calls", "tool_call_id"},
-    ),
-    "sharegpt": ({"conversations", "system", "tools"}, "conversations", {"from", "value"}),
-    "alpaca": ({"instruction", "input", "output", "system", "history", "tools"}, None, set()),
-    "prompt_completion": ({"prompt", "completion", "tools"}, None, set()),
-    "text": ({"text"}, None, set()),
+    "messages": ({"messages", "tools"}, ("messages",), OPENAI_MESSAGE_FIELDS),
+    "sharegpt": ({"conversations", "system", "tools"}, ("conversations",), {"from", "value"}),
+    "alpaca": ({"instruction", "input", "output", "system", "history", "tools"}, (), set()),
+    "prompt_completion": ({"prompt", "completion", "tools"}, ("prompt", "completion"), OPENAI_MESSAGE_FIELDS),
+    "text": ({"text"}, (), set()),
 }
 SKIP_WARNING_FRACTION = 0.01  # more skipped records than this in a file: a WARNING, not an INFO line
 
@@ -157,14 +154,15 @@ def ignored_fields(record: dict, fmt: str) -> set[str]:
 
     ``tools`` on a plain-text record (string prompt/completion) is ignored too: no template renders it.
     """
-    known, list_key, message_keys = FIELDS[fmt]
+    known, list_keys, message_keys = FIELDS[fmt]
     out = set(record) - known
     if fmt == "prompt_completion" and isinstance(record.get("prompt"), str) and record.get("tools"):
         out.add("tools")
-    items = record.get(list_key) if list_key else None
-    for m in items if isinstance(items, list) else []:
-        if isinstance(m, dict):
-            out.update(f"{list_key}[].{key}" for key in set(m) - message_keys)
+    for list_key in list_keys:
+        items = record.get(list_key)
+        for m in items if isinstance(items, list) else []:
+            if isinstance(m, dict):
+                out.update(f"{list_key}[].{key}" for key in set(m) - message_keys)
     return out
 
 
