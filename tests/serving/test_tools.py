@@ -166,7 +166,8 @@ def test_a_call_comes_back_as_tool_calls_and_its_result_is_answered(client, tool
     assert parse_tool_calls(direct.text, {"get_weather"}).calls == [
         ToolCall("get_weather", '{"city": "Paris"}')
     ]
-    print("served tool call:", json.dumps(reply.model_dump()["choices"][0], ensure_ascii=False))
+    print("served tool call:", json.dumps({"messages": [user(ASK_WEATHER)], "tools": TOOLS}))
+    print("->", json.dumps(reply.model_dump(exclude_none=True)["choices"][0], ensure_ascii=False))
     # the client sends the call back with its result: rendered as in training, answered with content
     back = [user(ASK_WEATHER), choice.message.model_dump(exclude_none=True)]
     back.append({"role": "tool", "tool_call_id": call.id, "content": RESULT})
