@@ -161,8 +161,8 @@ class SFTDataArguments:
     data_formats: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "auto | messages | sharegpt | alpaca: one for all train_files, or one per file. "
-            "Default: detected from each file's first record."
+            "help": "auto | messages | sharegpt | alpaca | prompt_completion | text: one for all "
+            "train_files, or one per file. Default: detected for each record (formats may mix)."
         },
     )
     mix_weights: list[float] = field(

@@ -115,11 +115,26 @@ def context_length(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def render_chat_prompt(tokenizer, messages: list[dict]) -> str:
-    """Messages -> prompt text ending with the assistant header, via the tokenizer's chat template."""
+class ChatTemplateToolsError(ValueError):
+    """Tools were given, but the model's chat template does not render them."""
+
+
+def render_chat_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> str:
+    """Messages (and tool schemas) -> prompt text ending with the assistant header, via the
+    tokenizer's chat template. Tools a template would drop without a word are an error."""
     if not tokenizer.chat_template:
         raise ValueError("tokenizer has no chat template: configure one or use raw-continuation prompts")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        messages, tools=tools or None, tokenize=False, add_generation_prompt=True
+    )
+    if tools and prompt == tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    ):
+        raise ChatTemplateToolsError(
+            "this model's chat template does not render tools, so the model would never see them "
+            "(train with chat_template: chatml, whose tool format is Qwen2.5's)"
+        )
+    return prompt
 
 
 def _stops_and_pad(tokenizer, settings: GenerationSettings) -> tuple[list[int], int]:

@@ -33,7 +33,9 @@ def read_records(path: str | os.PathLike, skip_bad_lines: bool = False) -> Itera
     if path.suffix == ".jsonl":
         yield from _jsonl(path, skip_bad_lines)
         return
-    text = path.read_text(encoding="utf-8")
+    # utf-8-sig: a byte-order mark (Windows editors write one) is stripped, not a JSON error.
+    # TODO(lead): GBK / UTF-16 detection comes with issue 13's shared file-reading helper (i13b).
+    text = path.read_text(encoding="utf-8-sig")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -48,7 +50,7 @@ def read_records(path: str | os.PathLike, skip_bad_lines: bool = False) -> Itera
 
 def _jsonl(path: Path, skip_bad_lines: bool) -> Iterator[tuple[str, object]]:
     bad = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue

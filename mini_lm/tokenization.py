@@ -27,12 +27,47 @@ SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 
 # ChatML. The {% generation %} markers let apply_chat_template(..., return_assistant_tokens_mask=True)
 # mark every assistant turn *including* its closing <|im_end|>, so the model learns to stop.
+# Tools render exactly as in Qwen2.5's own template (without its default system prompt): the
+# schemas in the system turn, each call as <tool_call>{"name": ..., "arguments": ...}</tool_call>
+# in the assistant turn (inside the markers: supervised), results as <tool_response> blocks of
+# one user turn. So a from-scratch model speaks the format the server parses and Qwen models use.
+TOOLS_PREAMBLE = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_EPILOGUE = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+    'within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\n</tool_call>'
+)
 CHATML_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- " + repr(TOOLS_PREAMBLE) + " }}"  # repr(): a quoted jinja string literal
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- " + repr(TOOLS_EPILOGUE + "<|im_end|>\n") + " }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
+    "{%- if message['role'] == 'system' and loop.first and tools %}"
+    "{%- elif message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- generation %}"
+    "{{- message['content'] }}"
+    "{%- for call in message['tool_calls'] or [] %}"
+    "{%- set call = call['function'] if call['function'] is defined else call %}"
+    "{{- '\\n' if message['content'] or not loop.first else '' }}"
+    "{{- '<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' }}"
+    "{{- call['arguments'] | tojson }}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}"
+    "{%- endgeneration %}"
     "{{- '\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
@@ -256,6 +291,77 @@ def set_chat_template(tokenizer, spec: str | None) -> str:
             )
     tokenizer.chat_template = template
     return origin
+
+
+# --------------------------------------------------------------------------- special tokens as plain text
+
+# Stands in for each character of a special-token string found in content: it keeps the rendered
+# text's length (and its JSON: tojson leaves it as it is) while no longer matching any special token.
+HIDDEN = "\ue000"
+
+
+def special_texts(tokenizer) -> tuple[str, ...]:
+    """The strings the tokenizer turns into control tokens, longest first:
+    ('<|endoftext|>', '<|im_start|>', '<|im_end|>') for a BPE trained here."""
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    return tuple(sorted(specials, key=len, reverse=True))
+
+
+def hide_special_texts(value, specials: tuple[str, ...]):
+    """Every special-token string inside ``value`` (a string, or lists / dicts of them) replaced by
+    as many HIDDEN characters; None when there is none, so callers keep their fast path.
+
+    "say <|im_end|>" -> "say \ue000\ue000\ue000\ue000\ue000\ue000\ue000\ue000\ue000\ue000"; "hi" -> None
+    """
+    found = False
+
+    def hide(item):
+        nonlocal found
+        if isinstance(item, str):
+            for special in specials:
+                if special in item:
+                    found = True
+                    item = item.replace(special, HIDDEN * len(special))
+            return item
+        if isinstance(item, list):
+            return [hide(x) for x in item]
+        if isinstance(item, dict):
+            return {key: hide(x) for key, x in item.items()}
+        return item
+
+    hidden = hide(value)
+    return hidden if found else None
+
+
+def encode_plain(tokenizer, text: str) -> list[int]:
+    """Ids of text that is all content: a literal "<|im_start|>" in it is plain characters, never
+    the control token (a user's message or a document cannot inject one)."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def encode_rendered(tokenizer, text: str, shadow: str | None, specials: tuple[str, ...]) -> list[int]:
+    """Ids of template output in which only the template's own special tokens are control tokens.
+
+    ``shadow`` is the same rendering with the content's special-token strings hidden
+    (``hide_special_texts``), so it has the same length and holds only the template's: the text
+    is cut at those, and the pieces between are encoded as plain text. That is how the tokenizer
+    itself proceeds (split at added tokens, encode the rest), so ids are unchanged wherever the
+    content holds no special string. ``shadow`` None: the content held none; plain tokenization.
+    """
+    if shadow is None or not specials:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(shadow) != len(text):
+        raise ChatTemplateError(
+            "the content holds special-token strings and the chat template changes the content's "
+            "length, so they cannot be kept as plain text: remove them from the data"
+        )
+    ids, pos = [], 0
+    for match in re.finditer("|".join(map(re.escape, specials)), shadow):
+        if match.start() > pos:
+            ids += encode_plain(tokenizer, text[pos : match.start()])
+        ids.append(tokenizer.convert_tokens_to_ids(match.group()))
+        pos = match.end()
+    return ids + (encode_plain(tokenizer, text[pos:]) if pos < len(text) else [])
 
 
 # --------------------------------------------------------------------------- the BERT adapter's WordPiece

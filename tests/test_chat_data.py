@@ -15,6 +15,8 @@ from mini_lm.data.chat import (
     fill_placeholders,
     first_turns,
     load_conversations,
+    row_tools,
+    template_messages,
 )
 
 
@@ -42,6 +44,8 @@ def test_alpaca_real_file(shared_data):
         "format": "alpaca",
         "records": 1000,
         "kept": 1000,
+        "skipped": {},
+        "ignored_fields": {},
     }
     raw = json.loads((shared_data / "sft/alpaca_zh_demo.json").read_text(encoding="utf-8"))
     by_record = {r["record"]: r["messages"] for r in chat.dataset}
@@ -74,7 +78,7 @@ def test_messages_with_content_parts_real_file(shared_data):
     chat = load_conversations([path], LoadOptions(placeholders={"name": "MiniLM", "author": "mini_lm"}))
     assert len(chat.dataset) == 500 and chat.stats.files[path]["format"] == "messages"
     first = {r["record"]: r["messages"] for r in chat.dataset}[f"{path}:1"]
-    assert first == [
+    assert template_messages(first) == [
         {"role": "user", "content": "hi", "loss_weight": 0.0},
         {
             "role": "assistant",
@@ -238,8 +242,8 @@ def test_unknown_role(tmp_path):
     path = write_jsonl(tmp_path / "r.jsonl", [{"conversations": [{"from": "bot", "value": "x"}]}])
     with pytest.raises(ChatDataError, match=r"r\.jsonl:1: conversations\[0\]\.from: unknown role 'bot'"):
         load_conversations([path])
-    path = write_jsonl(tmp_path / "r2.jsonl", [{"messages": [{"role": "tool", "content": "x"}]}])
-    with pytest.raises(ChatDataError, match=r"messages\[0\]\.role: unknown role 'tool'"):
+    path = write_jsonl(tmp_path / "r2.jsonl", [{"messages": [{"role": "robot", "content": "x"}]}])
+    with pytest.raises(ChatDataError, match=r"messages\[0\]\.role: unknown role 'robot'"):
         load_conversations([path])
 
 
@@ -307,3 +311,312 @@ def test_validation_split_holds_out_every_repeat(shared_data):
     train, held = chats.train.dataset["record"], chats.eval.dataset["record"]
     assert len(held) == len(set(held)) == 9 and not set(held) & set(train)
     assert len(train) == 3 * (91 - 9)
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def tool_schema(name: str) -> dict:
+    return {
+        "name": name,
+        "description": f"{name} a thing",
+        "parameters": {"type": "object", "properties": {}},
+    }
+
+
+def test_glaive_sharegpt_tool_format_real_file(shared_data):
+    """LLaMA-Factory's tool format: function_call turns are assistant tool calls, observation turns
+    tool results, the tools field (a JSON string) the conversation's tools: nothing skipped or lost."""
+    path = str(shared_data / "sft/glaive_toolcall_en_demo.json")
+    chat = load_conversations([path])
+    assert chat.stats.files[path] == {
+        "format": "sharegpt",
+        "records": 300,
+        "kept": 300,
+        "skipped": {},
+        "ignored_fields": {},
+    }
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    by_record = {r["record"]: r for r in chat.dataset}
+    calls = results = with_tools = 0
+    for i, src in enumerate(raw, 1):
+        row = by_record[f"{path} record {i}"]
+        tools = json.loads(src["tools"])
+        assert row_tools(row["tools"]) == ([{"type": "function", "function": t} for t in tools] or None)
+        with_tools += bool(tools)
+        for turn, m in zip(src["conversations"], template_messages(row["messages"])):
+            if turn["from"] == "function_call":
+                assert m == {
+                    "role": "assistant",
+                    "content": "",
+                    "loss_weight": 1.0,
+                    "tool_calls": [{"type": "function", "function": json.loads(turn["value"])}],
+                }
+                calls += 1
+            elif turn["from"] == "observation":
+                assert m == {"role": "tool", "content": turn["value"], "loss_weight": 1.0}
+                results += 1
+            else:
+                assert m["content"] == turn["value"]
+    assert (calls, results, with_tools) == (211, 211, 191)
+
+
+OPENAI_TOOLS = [{"type": "function", "function": tool_schema("get_weather")}, tool_schema("get_time")]
+
+
+def test_openai_tool_calls_and_tool_results(tmp_path):
+    """OpenAI messages: assistant tool_calls (arguments as a JSON string, content null, parallel
+    calls), role tool results with tool_call_id, a tools list of wrapped and bare schemas."""
+    record = {
+        "tools": OPENAI_TOOLS,
+        "messages": [
+            {"role": "user", "content": "Weather and time in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+            {"role": "tool", "tool_call_id": "call_2", "content": "12:00"},
+            {"role": "assistant", "content": "21 degrees, and it is noon."},
+        ],
+    }
+    chat = load_conversations([write_jsonl(tmp_path / "o.jsonl", [record])])
+    row = chat.dataset[0]
+    assert row_tools(row["tools"]) == [
+        OPENAI_TOOLS[0],
+        {"type": "function", "function": tool_schema("get_time")},
+    ]
+    assert template_messages(row["messages"]) == [
+        {"role": "user", "content": "Weather and time in Paris?", "loss_weight": 1.0},
+        {
+            "role": "assistant",
+            "content": "",
+            "loss_weight": 1.0,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+                },
+                {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": {}}},
+            ],
+        },
+        {"role": "tool", "content": '{"temp": 21}', "loss_weight": 1.0, "tool_call_id": "call_1"},
+        {"role": "tool", "content": "12:00", "loss_weight": 1.0, "tool_call_id": "call_2"},
+        {"role": "assistant", "content": "21 degrees, and it is noon.", "loss_weight": 1.0},
+    ]
+
+
+def test_trailing_tool_results_are_trimmed_and_turns_count_whole_exchanges(tmp_path):
+    call = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}
+    ask = {"role": "user", "content": "q"}
+    record = {
+        "messages": [ask, call, {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]
+    }
+    trailing = {"messages": [ask, call, {"role": "tool", "content": "r"}]}
+    chat = load_conversations([write_jsonl(tmp_path / "t.jsonl", [record, trailing])])
+    by_record = {r["record"]: r["messages"] for r in chat.dataset}
+    assert roles(by_record[f"{tmp_path}/t.jsonl:2"]) == ["user", "assistant"]  # the call stays: an answer
+    assert chat.stats.trimmed_trailing_tool == 1
+    two = template_messages(by_record[f"{tmp_path}/t.jsonl:1"]) + [ask, {"role": "assistant", "content": "b"}]
+    assert roles(first_turns(two, 1)) == ["user", "assistant", "tool", "assistant"]
+
+
+@pytest.mark.parametrize(
+    "messages, match, reason",
+    [
+        (
+            [{"role": "user", "content": "q"}, {"role": "tool", "content": "r"}],
+            r"roles out of order: message 1 is 'tool' after 'user'",
+            "roles out of order",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+                {"role": "tool", "content": "r"},
+            ],
+            r"roles out of order: message 2 is 'tool' after 'assistant'.*tool result follows the assistant's tool call",
+            "roles out of order",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]},
+            ],
+            r"messages\[1\]\.tool_calls\[0\]\.arguments: not valid JSON",
+            "bad tool call",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]},
+            ],
+            r"messages\[1\]\.tool_calls\[0\]\.arguments must be a JSON object, got list",
+            "bad tool call",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "tool_calls": [{"function": {"arguments": {}}}]},
+            ],
+            r"messages\[1\]\.tool_calls\[0\]: a tool call needs a function name",
+            "bad tool call",
+        ),
+        (
+            [{"role": "user", "content": "q", "tool_calls": [{"function": {"name": "f"}}]}],
+            r"messages\[0\]: only assistant messages make tool_calls",
+            "bad tool call",
+        ),
+    ],
+)
+def test_bad_tool_messages_name_record_and_field(tmp_path, messages, match, reason):
+    path = write_jsonl(tmp_path / "b.jsonl", [GOOD, {"messages": messages}])
+    with pytest.raises(ChatDataError, match=r"b\.jsonl:2: " + match):
+        load_conversations([path])
+    chat = load_conversations([path], LoadOptions(skip_invalid=True))
+    assert chat.stats.files[path]["skipped"] == {f"invalid: {reason}": 1} and len(chat.dataset) == 1
+
+
+def test_bad_tools_and_function_call_values(tmp_path):
+    sharegpt = [{"from": "human", "value": "q"}, {"from": "function_call", "value": "not json"}]
+    cases = [
+        ({"conversations": sharegpt}, r"conversations\[1\]\.value: not valid JSON"),
+        ({**GOOD, "tools": "[{broken"}, r"tools: not valid JSON"),
+        ({**GOOD, "tools": {"name": "f"}}, r"tools must be a list of function schemas"),
+        ({**GOOD, "tools": [{"description": "no name"}]}, r"tools\[0\]: a function schema needs a name"),
+    ]
+    for i, (record, match) in enumerate(cases):
+        path = write_jsonl(tmp_path / f"t{i}.jsonl", [record])
+        with pytest.raises(ChatDataError, match=r"t\d\.jsonl:1: " + match):
+            load_conversations([path])
+
+
+# --------------------------------------------------------------------------- nothing dropped in silence
+
+
+def test_unused_fields_are_counted_per_file_and_warned(tmp_path, caplog):
+    records = [
+        {"id": 1, **GOOD},
+        {
+            "id": 2,
+            "source": "web",
+            "messages": [
+                {"role": "user", "content": "q", "name": "ann"},
+                {"role": "assistant", "content": "a"},
+            ],
+        },
+    ]
+    plain = {"prompt": "1+1=", "completion": "2", "tools": [tool_schema("calc")]}  # no template: tools unused
+    chat_pc = {
+        "prompt": [{"role": "user", "content": "q", "weight": 2}],
+        "completion": [{"role": "assistant", "content": "a"}],
+    }
+    path, other = (
+        write_jsonl(tmp_path / "m.jsonl", records),
+        write_jsonl(tmp_path / "p.jsonl", [plain, chat_pc]),
+    )
+    with caplog.at_level("WARNING", logger="mini_lm.data.chat"):
+        chat = load_conversations([path, other])
+    assert chat.stats.files[path]["ignored_fields"] == {"id": 2, "source": 1, "messages[].name": 1}
+    assert chat.stats.files[other]["ignored_fields"] == {"tools": 1, "prompt[].weight": 1}
+    assert chat.stats.ignored_fields == {
+        "id": 2,
+        "source": 1,
+        "messages[].name": 1,
+        "tools": 1,
+        "prompt[].weight": 1,
+    }
+    assert f"{path}: fields the messages format does not use, ignored (records): id: 2" in caplog.text
+    assert (
+        f"{other}: fields the prompt_completion format does not use, ignored (records): tools: 1"
+        in caplog.text
+    )
+
+
+def test_skipped_records_reported_per_file_and_reason(tmp_path, caplog):
+    bad = {"messages": [{"role": "robot", "content": "x"}]}
+    many = write_jsonl(
+        tmp_path / "many.jsonl", [GOOD] * 10 + [bad] * 2 + [{"messages": [{"role": "user", "content": "q"}]}]
+    )
+    few = write_jsonl(tmp_path / "few.jsonl", [GOOD] * 200 + [bad])
+    with caplog.at_level("INFO", logger="mini_lm.data.chat"):
+        chat = load_conversations([many, few], LoadOptions(skip_invalid=True))
+    assert chat.stats.files[many]["skipped"] == {"invalid: unknown role": 2, "no assistant turn": 1}
+    assert chat.stats.files[few]["skipped"] == {"invalid: unknown role": 1}
+    assert chat.stats.skipped == {"invalid: unknown role": 3, "no assistant turn": 1}
+    levels = {
+        r.getMessage().split(":")[0]: r.levelname for r in caplog.records if "skipped" in r.getMessage()
+    }
+    assert levels == {many: "WARNING", few: "INFO"}  # 3 of 13 is above the threshold, 1 of 201 is not
+    assert (
+        f"{many}: skipped 3 of 13 records (invalid: unknown role: 2, no assistant turn: 1); first 'unknown role': {many}:11: messages[0].role: unknown role 'robot'"
+        in caplog.text
+    )
+
+
+# --------------------------------------------------------------------------- prompt-completion and text
+
+
+def test_prompt_completion_and_text_records_mix_with_chat_formats(tmp_path):
+    conversational = {
+        "prompt": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"},
+        ],
+        "completion": [{"role": "assistant", "content": "a2"}],
+    }
+    records = [
+        GOOD,
+        {"prompt": "1+1=", "completion": "2"},
+        {"text": "Plain text <|im_start|>."},
+        conversational,
+        {"text": "  "},
+    ]
+    path = write_jsonl(tmp_path / "mixed.jsonl", records)
+    alpaca = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "q", "output": "a"}])
+    chat = load_conversations([path, alpaca], LoadOptions(system_prompt="sys"))
+    info = chat.stats.files[path]
+    assert info["format"] == "messages+prompt_completion+text" and info["skipped"] == {"empty text": 1}
+    by_record = {r["record"]: template_messages(r["messages"]) for r in chat.dataset}
+    weights = lambda ms: [(m["role"], m["content"], m["loss_weight"]) for m in ms]  # noqa: E731
+    assert weights(by_record[f"{path}:2"]) == [("text", "1+1=", 0.0), ("text", "2", 1.0)]  # no system prompt
+    assert weights(by_record[f"{path}:3"]) == [("text", "Plain text <|im_start|>.", 1.0)]
+    assert weights(by_record[f"{path}:4"]) == [
+        ("system", "s", 0.0),
+        ("user", "q1", 0.0),
+        ("assistant", "a1", 0.0),
+        ("user", "q2", 0.0),
+        ("assistant", "a2", 1.0),
+    ]
+    assert weights(by_record[f"{alpaca}:1"])[0] == ("system", "sys", 1.0)
+    with pytest.raises(
+        ChatDataError,
+        match=r"b\.jsonl:1: prompt and completion must both be strings or both be message lists",
+    ):
+        load_conversations(
+            [
+                write_jsonl(
+                    tmp_path / "b.jsonl",
+                    [{"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]}],
+                )
+            ]
+        )
+
+
+def test_utf8_bom_is_stripped(tmp_path):
+    for name in ("bom.jsonl", "bom.json"):
+        body = json.dumps(GOOD if name.endswith("l") else [GOOD])
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+        chat = load_conversations([str(tmp_path / name)])
+        assert chat.dataset[0]["messages"][0]["content"] == "hi"

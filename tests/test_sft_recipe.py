@@ -380,3 +380,51 @@ def test_tokenizer_without_chat_template_fails(shared_data, tmp_path):
 def test_eval_without_validation_data_is_a_config_error(shared_data, tmp_path):
     with pytest.raises(ConfigError, match="no validation data"):
         sft("--config", SCRATCH, "--validation_split", "0", "--output_dir", tmp_path / "out")
+
+
+TOOLS = REPO / "recipes/configs/qwen2/sft_tiny_tools.yaml"
+
+
+@pytest.mark.parametrize("tokenizer", ["qwen2.5", "trained"])
+def test_audit_data_json_on_tool_data(tokenizer, shared_data, tmp_path, capsys):
+    """audit-data --json on the glaive tool set (+ a small file with an unused field and plain-text
+    records): kept/dropped, supervised fraction, closed answers, tool calls supervised, tool results
+    masked, fields ignored, with the real Qwen2.5 tokenizer and with one trained from the data."""
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(
+        json.dumps(
+            {"id": 7, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+        )
+        + "\n"
+        + json.dumps({"prompt": "1+1=", "completion": "2"})
+        + "\n",
+        encoding="utf-8",
+    )
+    glaive = str(shared_data / "sft/glaive_toolcall_en_demo.json")
+    report = tmp_path / "audit" / "audit.json"
+    tok = (
+        ["--tokenizer_name_or_path", str(shared_data / "tokenizers/qwen2.5")]
+        if tokenizer == "qwen2.5"
+        else []
+    )
+    argv = ["audit-data", "--config", str(TOOLS), "--json", str(report), "--train_files", glaive, str(extra)]
+    argv += ["--max_length", "16384", "--max_position_embeddings", "16384", *tok, *NO_EVAL]
+    rc = cli([*argv, "--output_dir", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr()
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["chat"]["files"][glaive] == {
+        "format": "sharegpt",
+        "records": 300,
+        "kept": 300,
+        "skipped": {},
+        "ignored_fields": {},
+    }
+    assert data["chat"]["files"][str(extra)]["format"] == "messages+prompt_completion"
+    assert data["chat"]["ignored_fields"] == {"id": 1}
+    assert (data["samples_in"], data["kept"], data["dropped"], data["truncated"]) == (302, 302, {}, 0)
+    assert data["answers"] == data["answers_closed"] == 957 + 2
+    assert (data["tool_calls"], data["tool_results"], data["tool_samples"]) == (211, 211, 191)
+    assert 0.4 < data["supervised_fraction"] < 0.7 and data["problems"] == []
+    if tokenizer == "trained":  # ChatML with generation markers: cross-checked
+        assert data["marker_check"][0] >= 150 and data["marker_check"][2] == 0
+    print(f"{tokenizer}: supervised {data['supervised_fraction']:.1%} of {data['tokens']} tokens")

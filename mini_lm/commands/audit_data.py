@@ -1,8 +1,11 @@
-"""mini-lm audit-data --config recipes/configs/qwen2/sft_tiny_scratch.yaml [--max_length 512 ...]
+"""mini-lm audit-data --config recipes/configs/qwen2/sft_tiny_scratch.yaml [--json audit.json] [--max_length 512 ...]
 
 Loads, renders and labels the SFT data exactly as recipes/sft.py would, prints the label audit,
-and exits 1 when it fails (nothing or no <|im_end|> supervised). No model is built. A tokenizer
-the config would train lands in a temporary folder unless the run's output_dir already has one.
+and exits 1 when it fails (nothing or no <|im_end|> supervised). ``--json`` also writes every
+figure (kept/dropped by reason per file, supervised fraction, answers closed by a supervised
+end of turn, tool calls supervised, tool results masked, fields ignored) for scripts and CI.
+No model is built. A tokenizer the config would train lands in a temporary folder unless the
+run's output_dir already has one.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="an SFT recipe YAML (recipes/configs/*/sft_*.yaml)")
     parser.add_argument("--samples", type=int, default=None, help="rendered samples to show (audit_samples)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the audit as JSON to PATH")
     parser.set_defaults(_overrides=True)  # any other --key value overrides the config, as for the recipe
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import tempfile
     from pathlib import Path
 
@@ -36,4 +41,10 @@ def run(args: argparse.Namespace) -> int:
         )
         audit = build_sft_datasets(chats, tokenizer, data_args).audit
     print(audit.render())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(
+            json.dumps(audit.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8"
+        )
+        print(f"audit written to {args.json}")
     return 1 if audit.problems() else 0

@@ -3,8 +3,9 @@
     audit = build_audit(chat_stats, encoded, tokenizer, data_args)
     print(audit.render())      # a sample with ⟦supervised⟧ spans, fractions, drops and why
     audit.check()              # LabelAuditError: nothing supervised, or no <|im_end|> supervised
+    json.dumps(audit.to_dict())  # the same figures for scripts and CI
 
-Also ``mini-lm audit-data --config recipes/configs/....yaml``.
+Also ``mini-lm audit-data --config recipes/configs/....yaml [--json audit.json]``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datasets import Dataset
 from ..config import SFTDataArguments
 from ..labels import IGNORE_INDEX
 from ..tokenization import GENERATION_MARKER
-from .chat import ChatStats
+from .chat import TEXT_ROLE, ChatStats, row_tools, template_messages
 
 OPEN, CLOSE = "⟦", "⟧"
 MARKER_CHECK_SAMPLES = 200
@@ -39,6 +40,9 @@ class LabelAudit:
     supervised: int = 0
     answers: int = 0
     answers_closed: int = 0  # supervised answers whose last supervised token ends the turn
+    tool_calls: int = 0  # tool calls inside supervised answers
+    tool_results: int = 0  # tool results in the context (prompt text: never supervised)
+    tool_samples: int = 0  # kept samples that carry a tools list
     lengths: tuple[int, int, int] = (0, 0, 0)  # min, median, max tokens of kept samples
     examples: list[str] = field(default_factory=list)
     marker_check: tuple[int, int, int] | None = None  # (checked, ids differ, labels differ)
@@ -72,10 +76,24 @@ class LabelAudit:
         if problems:
             raise LabelAuditError("label audit failed: " + "; ".join(problems))
 
+    def to_dict(self) -> dict:
+        """Every figure of the audit, JSON-ready (``mini-lm audit-data --json``)."""
+        out = _plain(self)
+        out["chat"]["ignored_fields"] = dict(self.chat.ignored_fields)
+        out["supervised_fraction"] = self.supervised_fraction
+        out["problems"] = self.problems()
+        return out
+
     def render(self) -> str:
         lines = ["=" * 30 + " SFT label audit " + "=" * 30]
         for path, info in self.chat.files.items():
             lines.append(f"file {path}: {info['format']}, {info['records']} records, {info['kept']} usable")
+            if info["skipped"]:
+                lines.append(f"  skipped: {_counts(info['skipped'])}")
+            if info["ignored_fields"]:
+                lines.append(
+                    f"  WARNING fields not used, ignored (records): {_counts(info['ignored_fields'])}"
+                )
         for spec, mix in self.chat.mix.items():
             if mix["weight"] != 1.0:
                 lines.append(
@@ -83,9 +101,10 @@ class LabelAudit:
                 )
         if self.chat.skipped:
             lines.append(f"records skipped: {_counts(self.chat.skipped)}")
-        if self.chat.trimmed_trailing_user or self.chat.empty_user_turns:
+        if self.chat.trimmed_trailing_user or self.chat.trimmed_trailing_tool or self.chat.empty_user_turns:
             lines.append(
                 f"trailing unanswered user turns trimmed: {self.chat.trimmed_trailing_user}; "
+                f"trailing tool results trimmed: {self.chat.trimmed_trailing_tool}; "
                 f"empty user turns kept: {self.chat.empty_user_turns}"
             )
         if self.chat.unfilled_placeholders:
@@ -106,6 +125,11 @@ class LabelAudit:
             f"assistant answers supervised: {self.answers}, ending in a supervised end-of-turn token: "
             f"{self.answers_closed}"
         )
+        if self.tool_samples or self.tool_calls or self.tool_results:
+            lines.append(
+                f"tools: {self.tool_samples} samples with a tools list (masked); tool calls supervised: "
+                f"{self.tool_calls}; tool results in context (masked): {self.tool_results}"
+            )
         if self.marker_check:
             checked, ids_differ, labels_differ = self.marker_check
             lines.append(
@@ -117,6 +141,18 @@ class LabelAudit:
         lines += [f"PROBLEM: {p}" for p in self.problems()]
         lines.append("=" * 77)
         return "\n".join(lines)
+
+
+def _plain(value):
+    """Dataclasses, Counters and tuples -> dicts and lists (``dataclasses.asdict`` turns a Counter's
+    items into counted tuples)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _counts(counter: Counter) -> str:
@@ -150,10 +186,17 @@ def cross_check_generation_markers(tokenizer, encoded: Dataset, limit: int = MAR
         return None
     checked = ids_differ = labels_differ = 0
     for row in encoded.select(range(min(limit, len(encoded)))):
-        if row["drop"] or row["truncated"] or any(not m["loss_weight"] for m in row["messages"]):
+        messages = row["messages"]
+        if row["drop"] or row["truncated"] or messages[0]["role"] == TEXT_ROLE:
+            continue
+        if any(not m["loss_weight"] for m in messages):
             continue
         ref = tokenizer.apply_chat_template(
-            row["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+            template_messages(messages),
+            tools=row_tools(row.get("tools")),
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
         )
         checked += 1
         if list(ref["input_ids"]) != row["input_ids"]:
@@ -165,9 +208,10 @@ def cross_check_generation_markers(tokenizer, encoded: Dataset, limit: int = MAR
 
 def build_audit(chat: ChatStats, encoded: Dataset, tokenizer, args: SFTDataArguments) -> LabelAudit:
     """Counts over every encoded sample, plus rendered examples of the first kept ones."""
-    table = encoded.select_columns(
-        ["drop", "truncated", "n_tokens", "n_supervised", "n_answers", "n_answers_closed"]
-    ).to_pandas()
+    columns = ["drop", "truncated", "n_tokens", "n_supervised", "n_answers", "n_answers_closed"]
+    columns += ["n_tool_calls", "n_tool_results"]
+    table = encoded.select_columns(columns).to_pandas()
+    table["tools"] = [bool(t) for t in encoded["tools"]] if "tools" in encoded.column_names else False
     kept = table[table["drop"] == ""]
     lengths = kept["n_tokens"]
     audit = LabelAudit(
@@ -181,9 +225,16 @@ def build_audit(chat: ChatStats, encoded: Dataset, tokenizer, args: SFTDataArgum
         supervised=int(kept["n_supervised"].sum()),
         answers=int(kept["n_answers"].sum()),
         answers_closed=int(kept["n_answers_closed"].sum()),
+        tool_calls=int(kept["n_tool_calls"].sum()),
+        tool_results=int(kept["n_tool_results"].sum()),
+        tool_samples=int(kept["tools"].sum()),
         lengths=(int(lengths.min()), int(lengths.median()), int(lengths.max())) if len(kept) else (0, 0, 0),
     )
-    for i in kept.index[: args.audit_samples]:
+    shown = list(kept.index[: args.audit_samples])
+    with_calls = kept.index[kept["n_tool_calls"] > 0]
+    if args.audit_samples and len(with_calls) and not (kept.loc[shown, "n_tool_calls"] > 0).any():
+        shown.append(with_calls[0])  # show how a tool conversation is trained too
+    for i in shown:
         row = encoded[int(i)]
         audit.examples.append(
             f"[{row['record']}]\n" + mark_supervised(tokenizer, row["input_ids"], row["labels"])

@@ -10,6 +10,7 @@ The model is fixed at startup: no request field is ever used as a path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -93,7 +94,8 @@ def _api_router(
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         prepared = await run_in_threadpool(preparer.prepare_chat, body)
         writer = ChunkWriter(model_name, chat=True)
-        return await _respond(engine, request, prepared, body, writer, chat_response)
+        build = functools.partial(chat_response, tools=body.callable_tools())  # answers -> tool_calls
+        return await _respond(engine, request, prepared, body, writer, build)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..generation import GenerationSettings, context_length, render_chat_prompt
+from jinja2 import TemplateError
+
+from ..generation import ChatTemplateToolsError, GenerationSettings, context_length, render_chat_prompt
 from .errors import APIError
 from .protocol import ChatCompletionRequest, CompletionRequest
 
@@ -69,10 +71,17 @@ class RequestPreparer:
 
     def prepare_chat(self, body: ChatCompletionRequest) -> Prepared:
         self._check_model(body.model)
+        messages = [m.as_template_message() for m in body.messages]
         try:
-            prompt = render_chat_prompt(self.tokenizer, [m.as_template_message() for m in body.messages])
+            prompt = render_chat_prompt(self.tokenizer, messages, body.template_tools())
+        except ChatTemplateToolsError as err:
+            raise APIError(400, str(err), param="tools") from err
         except ValueError as err:  # no chat template: a pretrained-only model
             raise APIError(400, f"{err} (POST /v1/completions continues raw text)", param="messages") from err
+        except TemplateError as err:  # the template refuses these messages (roles, order)
+            raise APIError(
+                400, f"the model's chat template cannot render these messages: {err}", param="messages"
+            ) from err
         return self._prepare(body, [prompt], echo=False, field="messages")
 
     def prepare_completion(self, body: CompletionRequest) -> Prepared:

@@ -7,13 +7,15 @@ only at those values, so nothing a client asks for is silently dropped.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..generation import MIN_TEMPERATURE, REPETITION_PENALTY_RANGE, SEED_RANGE
+from ..tool_calls import parse_tool_calls, template_call
 
 
 def _valid_unicode(text: str) -> str:
@@ -45,16 +47,100 @@ class TextPart(_Strict):
     text: Text
 
 
+def _valid_json_strings(value: Any) -> Any:
+    """Every string inside a JSON value (a tool's parameter schema) checked as ``Text`` is."""
+    if isinstance(value, str):
+        _valid_unicode(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _valid_unicode(key)
+            _valid_json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _valid_json_strings(item)
+    return value
+
+
+class FunctionDefinition(_Strict):
+    name: Annotated[Text, Field(min_length=1, max_length=64)]
+    description: Text | None = None
+    parameters: Annotated[dict[str, Any], AfterValidator(_valid_json_strings)] | None = None
+    strict: bool | None = None
+
+    @field_validator("strict")
+    @classmethod
+    def _not_strict(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("strict function calling (schema-constrained decoding) is not supported")
+        return value
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def as_template_tool(self) -> dict:
+        """The schema as chat templates render it ({"type": "function", "function": {name, ...}}),
+        in the order training data has it: what a tool-trained model saw."""
+        return {
+            "type": "function",
+            "function": self.function.model_dump(exclude_none=True, exclude={"strict"}),
+        }
+
+
+class FunctionCall(_Strict):
+    name: Annotated[Text, Field(min_length=1)]
+    arguments: Text  # the JSON text of an object, as OpenAI sends it
+
+
+class AssistantToolCall(_Strict):
+    id: Text | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Text | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Text | list[TextPart] | None = None  # None only beside an assistant's tool_calls
     name: Text | None = None
+    tool_calls: list[AssistantToolCall] | None = None
+    tool_call_id: Text | None = None  # a tool result: the call it answers
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls: only assistant messages carry tool calls")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("tool_call_id: only tool messages (tool results) carry one")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content: required (it may be null only next to an assistant's tool_calls)")
+        for j, call in enumerate(self.tool_calls or []):
+            try:
+                arguments = json.loads(call.function.arguments)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"tool_calls[{j}].function.arguments: not valid JSON ({err.msg})") from None
+            if not isinstance(arguments, dict):
+                raise ValueError(f"tool_calls[{j}].function.arguments must be the JSON text of an object")
+            try:  # JSON text can escape a lone surrogate too ('{"a": "\\ud800"}')
+                _valid_json_strings(arguments)
+            except ValueError as err:
+                raise ValueError(f"tool_calls[{j}].function.arguments: {err}") from None
+        return self
 
     def as_template_message(self) -> dict:
         """{'role': 'developer', 'content': [{'type': 'text', 'text': 'Be brief'}]}
-        -> {'role': 'system', 'content': 'Be brief'} (the shape chat templates expect)."""
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+        -> {'role': 'system', 'content': 'Be brief'} (the shape chat templates expect); tool calls
+        with their arguments as objects, as templates render them."""
+        content = self.content or ""
+        text = content if isinstance(content, str) else "".join(p.text for p in content)
+        message = {"role": "system" if self.role == "developer" else self.role, "content": text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                template_call(c.function.name, c.function.arguments, c.id) for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 def _neutral(value, neutral_values) -> bool:
@@ -116,12 +202,37 @@ class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # newer name for max_tokens
     logprobs: bool | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    # "required" and a named function would need constrained decoding: a clear 400, not ignored
+    tool_choice: Literal["auto", "none"] | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _chat_supported(self):
         if self.logprobs:
             raise ValueError("logprobs are not supported")
+        if self.tools and self.stream:
+            raise ValueError(
+                "tools cannot be streamed yet: send the request without stream (the answer is parsed "
+                "for tool calls once it is complete)"
+            )
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if self.parallel_tool_calls is False:
+            raise ValueError("parallel_tool_calls: false is not supported (a model may make several calls)")
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) < len(names):
+            raise ValueError(f"tools: two functions share a name ({sorted(names)})")
         return self
+
+    def template_tools(self) -> list[dict] | None:
+        return [tool.as_template_tool() for tool in self.tools] if self.tools else None
+
+    def callable_tools(self) -> set[str] | None:
+        """Names of the functions the answer may call (None: do not look for calls)."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return {tool.function.name for tool in self.tools}
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -179,21 +290,33 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
-def chat_response(model: str, choices: list[tuple[str, str]], use: dict) -> dict:
-    """choices: (text, finish_reason) per choice."""
+def assistant_message(text: str, finish_reason: str, tools: set[str] | None) -> tuple[dict, str]:
+    """An answer -> (OpenAI assistant message, finish_reason). With ``tools``, well-formed
+    ``<tool_call>`` blocks calling those tools become ``tool_calls`` (finish_reason "tool_calls");
+    anything malformed stays content, as it was generated."""
+    parsed = parse_tool_calls(text, tools) if tools else None
+    if not parsed or not parsed.calls:
+        return {"role": "assistant", "content": text}, finish_reason
+    calls = [
+        {"id": new_id("call"), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in parsed.calls
+    ]
+    return {"role": "assistant", "content": parsed.content, "tool_calls": calls}, "tool_calls"
+
+
+def chat_response(
+    model: str, choices: list[tuple[str, str]], use: dict, tools: set[str] | None = None
+) -> dict:
+    """choices: (text, finish_reason) per choice; ``tools``: the callable tools' names."""
+    messages = [assistant_message(text, reason, tools) for text, reason in choices]
     return {
         "id": new_id("chatcmpl"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": reason,
-                "logprobs": None,
-            }
-            for i, (text, reason) in enumerate(choices)
+            {"index": i, "message": message, "finish_reason": reason, "logprobs": None}
+            for i, (message, reason) in enumerate(messages)
         ],
         "usage": use,
         "system_fingerprint": None,

@@ -158,14 +158,18 @@ CHAT_FIELDS = [
     "frequency_penalty",
     "logit_bias",
     "logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ]
-COMPLETION_FIELDS = [f for f in CHAT_FIELDS if f not in ("messages", "max_completion_tokens")] + [
+TOOL_FIELDS = ("messages", "max_completion_tokens", "tools", "tool_choice", "parallel_tool_calls")
+COMPLETION_FIELDS = [f for f in CHAT_FIELDS if f not in TOOL_FIELDS] + [
     "prompt",
     "echo",
     "suffix",
     "best_of",
 ]
-UNKNOWN_FIELDS = ["tools", "tool_choice", "response_format", "functions", "", "__proto__", LONE, "x" * 300]
+UNKNOWN_FIELDS = ["response_format", "functions", "function_call", "", "__proto__", LONE, "x" * 300]
 EDGES = {
     "max_tokens": [0, 1, 4, 7, 8, 9, 64, 256, -1, 2**63, 2**64, 1.0, "4", True],
     "n": [0, 1, 2, 4, 5, 16, -1, 2**63, 1.5, "2", True],
@@ -251,6 +255,41 @@ def message_case(rng: random.Random) -> Case:
         message[key] = rng.choice(NASTY + ["tool", "function", "USER", "system"])
     body["messages"] = [message]
     return Case("messages", f"message {short(message)}", path="/v1/chat/completions", content=encode(body))
+
+
+TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "description": "d", "parameters": {"type": "object", "properties": {}}},
+}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+
+
+def tool_case(rng: random.Random) -> Case:
+    """A valid tools request (it reaches generation and the answer parser) with one part made nasty:
+    the tools list, one schema field, tool_choice, a call the client sends back, a tool result."""
+    body = {**chat_body(), "tools": [json.loads(json.dumps(TOOL))], "max_tokens": rng.choice([4, 16])}
+    call = json.loads(json.dumps(CALL))
+    history = [body["messages"][0], {"role": "assistant", "content": None, "tool_calls": [call]}]
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    target = rng.choice(["tools", "schema", "tool_choice", "parallel", "call", "arguments", "result", "none"])
+    value = rng.choice(
+        NASTY + ["auto", "none", "required", "{}", '{"a": 1}', "[1]", "{bad", '{"a": "\\ud800"}']
+    )
+    if target == "tools":
+        body["tools"] = rng.choice([value, [value], [TOOL] * 200, [TOOL, TOOL]])
+    elif target == "schema":
+        body["tools"][0]["function"][rng.choice(["name", "description", "parameters", "strict", "x"])] = value
+    elif target in ("tool_choice", "parallel"):
+        body["tool_choice" if target == "tool_choice" else "parallel_tool_calls"] = value
+    elif target in ("call", "arguments", "result"):
+        if target == "call":
+            call[rng.choice(["id", "type", "function", "x"])] = value
+        elif target == "arguments":
+            call["function"]["arguments"] = value
+        else:
+            result[rng.choice(["content", "tool_call_id", "role", "tool_calls"])] = value
+        body["messages"] = [*history, result]
+    return Case("tools", f"{target}={short(value)}", path="/v1/chat/completions", content=encode(body))
 
 
 def edge_values(rng: random.Random) -> Case:
@@ -421,6 +460,7 @@ KINDS = [  # (weight, generator)
     (8, auth_case),
     (10, route_case),
     (6, hang_up_case),
+    (10, tool_case),
 ]
 
 
