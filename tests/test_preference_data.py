@@ -18,6 +18,7 @@ from mini_lm.data.preference import (
 from mini_lm.data.preference_audit import PreferenceAuditError
 from mini_lm.data.sft import EndOfTurn, encode_conversation
 from mini_lm.labels import IGNORE_INDEX
+from mini_lm.tokenization import special_texts
 
 
 def write_jsonl(path: Path, records) -> str:
@@ -152,6 +153,18 @@ BAD = [
         },
         "record 1: rejected_messages is not an assistant turn",
     ),
+    (
+        {**PAIR, "tools": '[{"name": "f"}]'},
+        "record 1: tools: preference pairs with tool calls are not supported",
+    ),
+    (
+        {
+            "prompt": [msg("user", "q")],
+            "chosen": [{"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": {}}]}],
+            "rejected": [msg("assistant", "b")],
+        },
+        "record 1: the assistant message uses tools: preference pairs with tool calls are not supported",
+    ),
 ]
 
 
@@ -251,3 +264,18 @@ def test_validation_split_holds_out_whole_records(tmp_path):
     held = set(pairs.eval["record"])
     assert len(held) == 2 == len(pairs.eval) and len(pairs.train) == 36
     assert not held & set(pairs.train["record"])
+
+
+def test_special_token_strings_in_a_pair_stay_plain_text(tiny_tokenizer):
+    im_start = tiny_tokenizer.convert_tokens_to_ids("<|im_start|>")
+    pair = {
+        "prompt": [msg("user", "写出 <|im_start|> 这个字符串")],
+        "chosen": msg("assistant", "<|im_start|>"),
+        "rejected": msg("assistant", "不知道"),
+    }
+    ends, specials = EndOfTurn.of(tiny_tokenizer), special_texts(tiny_tokenizer)
+    plain = encode_pair(tiny_tokenizer, pair, 256, ends, specials)
+    assert im_start not in plain["chosen_ids"]  # the typed string is text, not a control token
+    assert plain["prompt_ids"].count(im_start) == 2  # control: the template's own user + assistant turns
+    injected = encode_pair(tiny_tokenizer, pair, 256, ends)  # negative control: without specials
+    assert im_start in injected["chosen_ids"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datasets import Dataset
 
 from ..config import PreferenceDataArguments
-from ..tokenization import prepare_tokenizer, set_chat_template
+from ..tokenization import prepare_tokenizer, set_chat_template, special_texts
 from .chat import (
     SHAREGPT_ROLES,
     ChatDataError,
@@ -49,7 +49,7 @@ from .chat import (
     resolve_chat_files,
 )
 from .preference_audit import IDENTICAL, PreferenceAudit, PreferenceStats, build_preference_audit
-from .sft import EndOfTurn, render_turn
+from .sft import Conversation, EndOfTurn, render_turn
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +187,25 @@ PAIR_NORMALIZERS = {
 }
 
 
+TOOLS_UNSUPPORTED = "preference pairs with tool calls are not supported yet; train tool use with SFT"
+
+
 def normalize_pair(record: object, where: str, fmt: str, options: LoadOptions, stats) -> dict:
     """One record -> {prompt: [messages], chosen: message, rejected: message} by the SFT rules."""
     if not isinstance(record, dict):
         raise ChatDataError(
             f"{where}: a record must be a JSON object, got {type(record).__name__}", "record not an object"
         )
+    if "tools" in record:  # never dropped silently: the pair renderer has no tools list yet
+        raise ChatDataError(f"{where}: tools: {TOOLS_UNSUPPORTED}", "tools in a pair")
     chat_format, chosen_side, rejected_side = PAIR_NORMALIZERS[fmt](record, where)
-    chosen = normalize_record(chosen_side, f"{where}: chosen side", chat_format, options, stats)
-    rejected = normalize_record(rejected_side, f"{where}: rejected side", chat_format, options, stats)
+    chosen, _ = normalize_record(chosen_side, f"{where}: chosen side", chat_format, options, stats)
+    rejected, _ = normalize_record(rejected_side, f"{where}: rejected side", chat_format, options, stats)
+    for m in (*chosen, *rejected):
+        if m.get("tool_calls") or m["role"] == "tool":
+            raise ChatDataError(
+                f"{where}: the {m['role']} message uses tools: {TOOLS_UNSUPPORTED}", "tools in a pair"
+            )
     prompt = [_plain(m) for m in chosen[:-1]]
     if prompt != [_plain(m) for m in rejected[:-1]]:
         raise ChatDataError(
@@ -315,15 +325,21 @@ def prepare_preference_tokenizer(model_args, data_args: PreferenceDataArguments,
 # --------------------------------------------------------------------------- tokens
 
 
-def encode_pair(tokenizer, pair: dict, max_length: int, ends: EndOfTurn) -> dict:
+def encode_pair(tokenizer, pair: dict, max_length: int, ends: EndOfTurn, specials=()) -> dict:
     """Prompt / chosen / rejected ids, answers cut to the room the whole prompt leaves.
+
+    ``specials`` (``special_texts(tokenizer)``) keeps special-token strings in the content plain text.
 
     -> {prompt_ids, chosen_ids, rejected_ids, cut: "" | "both" | "chosen" | "rejected", chosen_closed,
     rejected_closed, drop}; ``drop`` names why a pair has nothing to compare ("" when it is kept).
     """
-    prompt, chosen = render_turn(tokenizer, [*pair["prompt"], pair["chosen"]], len(pair["prompt"]), "", ends)
-    _, rejected = render_turn(tokenizer, [*pair["prompt"], pair["rejected"]], len(pair["prompt"]), "", ends)
-    p_ids, c_ids, r_ids = tokenizer([prompt, chosen, rejected], add_special_tokens=False)["input_ids"]
+    n = len(pair["prompt"])
+    chosen_conv = Conversation(tokenizer, [*pair["prompt"], pair["chosen"]], specials=specials)
+    rejected_conv = Conversation(tokenizer, [*pair["prompt"], pair["rejected"]], specials=specials)
+    prompt, chosen = render_turn(chosen_conv, n, "", ends)
+    _, rejected = render_turn(rejected_conv, n, "", ends)
+    p_ids, c_ids = chosen_conv.encode([prompt, chosen])  # literal "<|im_start|>" in content stays text
+    (r_ids,) = rejected_conv.encode([rejected])
     room = max_length - len(p_ids)
     cut = {"chosen": len(c_ids) > room, "rejected": len(r_ids) > room}
     c_ids, r_ids = c_ids[: max(room, 0)], r_ids[: max(room, 0)]
@@ -346,14 +362,14 @@ class EncodePairs:
     max_length: int
 
     def __call__(self, batch: dict) -> dict:
-        ends = EndOfTurn.of(self.tokenizer)
+        ends, specials = EndOfTurn.of(self.tokenizer), special_texts(self.tokenizer)
         rows = []
         for prompt, chosen, rejected, where in zip(
             batch["prompt"], batch["chosen"], batch["rejected"], batch["record"]
         ):
             pair = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
             try:
-                rows.append(encode_pair(self.tokenizer, pair, self.max_length, ends))
+                rows.append(encode_pair(self.tokenizer, pair, self.max_length, ends, specials))
             except Exception as err:  # a template error deep in jinja: say which record
                 raise ChatDataError(f"{where}: could not render with the chat template: {err}") from err
         return {key: [row[key] for row in rows] for key in rows[0]}
