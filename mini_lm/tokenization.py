@@ -99,7 +99,7 @@ def train_bpe_tokenizer(
         show_progress=True,
     )
     seen = _CountingIterator(texts)
-    tok.train_from_iterator(seen, trainer=trainer)
+    tok.train_from_iterator(_without_special_tokens(seen), trainer=trainer)
     if seen.count == 0:
         raise TokenizerError("no text to train the tokenizer on (the corpus is empty)")
     fast = PreTrainedTokenizerFast(
@@ -116,6 +116,16 @@ def train_bpe_tokenizer(
     if output_dir is not None:
         save_tokenizer(fast, output_dir)
     return fast
+
+
+_SPECIAL_TEXT = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+
+
+def _without_special_tokens(texts: Iterable[str]) -> Iterator[str]:
+    """Texts with special-token strings cut out, so no merge learns a piece of one ('<|', 'endoftext'):
+    they are single ids already, and in text they stay plain bytes. ``"a<|endoftext|>b"`` -> "a", "b"."""
+    for text in texts:
+        yield from (piece for piece in _SPECIAL_TEXT.split(text) if piece)
 
 
 class _CountingIterator:
@@ -203,6 +213,12 @@ def document_separator_id(tokenizer: PreTrainedTokenizerBase) -> int:
     if tokenizer.eos_token_id is None:
         raise TokenizerError("tokenizer has neither <|endoftext|> nor an eos token to separate documents")
     return tokenizer.eos_token_id
+
+
+def special_token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The strings of a tokenizer's special tokens: ``['<|endoftext|>', '<|im_start|>', '<|im_end|>']``."""
+    added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special]
+    return list(dict.fromkeys([*tokenizer.all_special_tokens, *added]))
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

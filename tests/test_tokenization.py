@@ -8,6 +8,7 @@ from mini_lm.tokenization import (
     ENDOFTEXT,
     IM_END,
     IM_START,
+    SPECIAL_TOKENS,
     TokenizerError,
     autotokenizer_roundtrip_ok,
     document_separator_id,
@@ -109,3 +110,12 @@ def test_training_needs_text_and_room():
         train_bpe_tokenizer(["abc"], vocab_size=100)
     with pytest.raises(TokenizerError, match="empty"):
         train_bpe_tokenizer([], vocab_size=300)
+
+
+def test_bpe_training_never_learns_pieces_of_special_tokens():
+    """TinyStories-style text full of <|endoftext|> once cost vocabulary entries '<|', 'endoft', ..."""
+    texts = ["Once upon a time a cat sat.\n<|endoftext|>\nThe dog ran home.<|endoftext|><|im_start|>"] * 200
+    tok = train_bpe_tokenizer(texts + ["the cat sat on the mat"] * 50, vocab_size=400)
+    pieces = [t for t in tok.get_vocab() if t not in SPECIAL_TOKENS]
+    assert not [p for p in pieces if "<|" in p or "|>" in p or "endoft" in p or "im_st" in p]
+    assert "Ġdog" in pieces or "Ġcat" in pieces  # it did learn from the rest of the text
