@@ -340,6 +340,14 @@ def prepare_tokenizer(
     """
     name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if name:
+        if vocab_size:
+            origin = "tokenizer_name_or_path" if model_args.tokenizer_name_or_path else "model_name_or_path"
+            logger.warning(
+                "tokenizer_vocab_size=%d is ignored: the tokenizer is loaded from %s (%s); unset one of them",
+                vocab_size,
+                name,
+                origin,
+            )
         return bert_tokenizer(name) if model_args.model_family == "bert" else load_tokenizer(name)
     if not vocab_size:
         raise TokenizerError(
@@ -348,8 +356,18 @@ def prepare_tokenizer(
         )
     path = Path(output_dir) / "tokenizer"
     if (path / "tokenizer.json").is_file():
-        logger.info("reusing tokenizer trained earlier: %s", path)
-        return load_tokenizer(path)
+        tokenizer = load_tokenizer(path)
+        # A trained vocabulary can come out smaller than asked (a small corpus), never larger.
+        level = logging.WARNING if len(tokenizer) > vocab_size else logging.INFO
+        logger.log(
+            level,
+            "reusing the tokenizer trained earlier in %s (%d tokens; tokenizer_vocab_size=%d): delete it to "
+            "train a new one",
+            path,
+            len(tokenizer),
+            vocab_size,
+        )
+        return tokenizer
     if texts is None:
         raise TokenizerError("tokenizer_vocab_size is set but there is no text to train a tokenizer on")
     return train_bpe_tokenizer(texts, vocab_size, path)

@@ -119,3 +119,27 @@ def test_bpe_training_never_learns_pieces_of_special_tokens():
     pieces = [t for t in tok.get_vocab() if t not in SPECIAL_TOKENS]
     assert not [p for p in pieces if "<|" in p or "|>" in p or "endoft" in p or "im_st" in p]
     assert "Ġdog" in pieces or "Ġcat" in pieces  # it did learn from the rest of the text
+
+
+def test_a_tokenizer_option_that_another_overrides_is_named(tiny_tokenizer, tmp_path, caplog):
+    """tokenizer_vocab_size is silently ignored once a tokenizer path is given; now it says so."""
+    import logging
+
+    from mini_lm.config import ModelArguments
+    from mini_lm.tokenization import prepare_tokenizer, save_tokenizer
+
+    save_tokenizer(tiny_tokenizer, tmp_path / "tok")
+    with caplog.at_level(logging.WARNING, logger="mini_lm"):
+        tok = prepare_tokenizer(ModelArguments(tokenizer_name_or_path=str(tmp_path / "tok")), tmp_path, 8000)
+    assert len(tok) == len(tiny_tokenizer)
+    assert (
+        f"tokenizer_vocab_size=8000 is ignored: the tokenizer is loaded from {tmp_path / 'tok'}"
+        in caplog.text
+    )
+    caplog.clear()
+    save_tokenizer(tiny_tokenizer, tmp_path / "run" / "tokenizer")  # trained earlier with 400 tokens
+    with caplog.at_level(logging.WARNING, logger="mini_lm"):
+        prepare_tokenizer(ModelArguments(), tmp_path / "run", 300)
+    assert (
+        "reusing the tokenizer trained earlier" in caplog.text and "tokenizer_vocab_size=300" in caplog.text
+    )
