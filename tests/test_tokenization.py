@@ -143,3 +143,20 @@ def test_a_tokenizer_option_that_another_overrides_is_named(tiny_tokenizer, tmp_
     assert (
         "reusing the tokenizer trained earlier" in caplog.text and "tokenizer_vocab_size=300" in caplog.text
     )
+
+
+def test_train_tokenizer_cli_reads_structured_corpora(tmp_path, capsys):
+    """mini-lm train-tokenizer takes the corpus options too: chinese-poetry JSON, TinyStories text."""
+    from mini_lm.cli import main
+
+    poems = [{"paragraphs": ["床前明月光，", "疑是地上霜。"], "rhythmic": "静夜思"}] * 30
+    (tmp_path / "poems.json").write_text(json.dumps(poems, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "stories.txt").write_text("Tom ran.\n<|endoftext|>\nAnn sat.\n" * 30, encoding="utf-8")
+    out = tmp_path / "tok"
+    argv = ["train-tokenizer", "--files", str(tmp_path / "poems.json"), "--vocab-size", "300"]
+    assert main([*argv, "--text-template", "{rhythmic}\\n{paragraphs}", "--output", str(out)]) == 0
+    assert "sample: '静夜思\\n床前明月光，\\n疑是地上霜。'" in capsys.readouterr().out
+    argv = ["train-tokenizer", "--files", str(tmp_path / "stories.txt"), "--vocab-size", "300"]
+    assert main([*argv, "--document-separator", "<|endoftext|>", "--output", str(out)]) == 0
+    assert "sample: 'Tom ran.'" in capsys.readouterr().out  # a document ends at the separator
+    assert not [t for t in load_tokenizer(out).get_vocab() if "<|" in t and t not in SPECIAL_TOKENS]
