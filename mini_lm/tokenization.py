@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .config import ModelArguments
+from .text_files import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +257,7 @@ def resolve_chat_template(tokenizer, spec: str | None) -> tuple[str, str]:
         raise ChatTemplateError(
             f"chat_template: no such file {spec} (use chatml, a .jinja file or a template)"
         )
-    return path.read_text(encoding="utf-8"), str(path)
+    return read_text(path), str(path)  # a BOM would be rendered into every prompt
 
 
 def set_chat_template(tokenizer, spec: str | None) -> str:

@@ -215,3 +215,14 @@ def test_encodings_in_a_corpus(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"x\.jsonl:2: byte offset 25: cannot decode"):
         load_corpus([str(bad)])
     assert load_corpus([str(bad)], encoding="latin-1")["text"] == ["ok", "ÿþ"]
+
+
+def test_streaming_reads_the_same_and_reports_as_it_goes(tmp_path, caplog):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"text": "plain"}, {"text": ["a", "b"]}, {"text": 7}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert [d["text"] for d in load_corpus([str(path)], streaming=True)] == ["plain", "a\nb"]
+    assert "mixed.jsonl: skipped 1 of 3 records (33%): 1 'text' is not text (int)" in caplog.text
+    with pytest.raises(CorpusError, match=r"mixed\.jsonl: no field 'body' in any of its 3 records"):
+        load_corpus([str(path)], text_field="body", streaming=True)

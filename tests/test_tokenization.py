@@ -160,3 +160,13 @@ def test_train_tokenizer_cli_reads_structured_corpora(tmp_path, capsys):
     assert main([*argv, "--document-separator", "<|endoftext|>", "--output", str(out)]) == 0
     assert "sample: 'Tom ran.'" in capsys.readouterr().out  # a document ends at the separator
     assert not [t for t in load_tokenizer(out).get_vocab() if "<|" in t and t not in SPECIAL_TOKENS]
+
+
+def test_a_chat_template_file_with_a_bom_renders_without_it(tiny_tokenizer, tmp_path):
+    """Read as text files are everywhere: the BOM of a Windows-saved .jinja was rendered into prompts."""
+    from mini_lm.tokenization import resolve_chat_template
+
+    path = tmp_path / "chatml.jinja"
+    path.write_bytes(b"\xef\xbb\xbf" + CHATML_TEMPLATE.encode())
+    template, origin = resolve_chat_template(tiny_tokenizer, str(path))
+    assert template == CHATML_TEMPLATE and origin == str(path)
