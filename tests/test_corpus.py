@@ -226,3 +226,15 @@ def test_streaming_reads_the_same_and_reports_as_it_goes(tmp_path, caplog):
     assert "mixed.jsonl: skipped 1 of 3 records (33%): 1 'text' is not text (int)" in caplog.text
     with pytest.raises(CorpusError, match=r"mixed\.jsonl: no field 'body' in any of its 3 records"):
         load_corpus([str(path)], text_field="body", streaming=True)
+
+
+def test_an_edited_file_is_read_again_not_taken_from_the_cache(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"text": "first"}) + "\n", encoding="utf-8")
+    assert load_corpus([str(path)])["text"] == ["first"]
+    assert load_corpus([str(path)])["text"] == ["first"]  # the cached copy
+    path.write_text(json.dumps({"text": "second version"}) + "\n", encoding="utf-8")
+    assert load_corpus([str(path)])["text"] == ["second version"]
+    assert load_corpus([str(path)], text_template="<{text}>")["text"] == [
+        "<second version>"
+    ]  # format is in the key

@@ -29,7 +29,6 @@ def corpus_options(args: PretrainDataArguments) -> dict:
         encoding=args.encoding,
         hub_split=args.hub_split,
         min_chars=args.min_document_chars,
-        num_proc=args.num_proc,
     )
 
 
