@@ -164,28 +164,28 @@ def _first_bad_byte(path: str, head: bytes) -> TextFileError:
     except UnicodeDecodeError as err:
         start, bad = err.start, head[err.start : err.end]
     line = head[:start].count(b"\n") + 1
-    return _decode_error(path, "utf-8", line, start, bad, explicit=False, sample=head)
+    return _decode_error(path, "utf-8", line, start, bad, explicit=False)
 
 
-def _decode_error(
-    path, codec: str, line: int, offset: int, bad: bytes, explicit: bool, sample: bytes | None = None
-) -> TextFileError:
-    if explicit:
-        fix = "check the encoding option"
-    else:
-        guess = _guess(sample if sample is not None else _around(path, offset))
-        fix = f"it looks like {guess}: set encoding: {guess}" if guess else "set encoding (e.g. gb18030)"
+def _decode_error(path, codec: str, line: int, offset: int, bad: bytes, explicit: bool) -> TextFileError:
+    fix = "check the encoding option" if explicit else _fix(path, codec, offset, bad)
     return TextFileError(f"{path}:{line}: byte offset {offset}: cannot decode {bad[:8]!r} as {codec} ({fix})")
 
 
-def _around(path, offset: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(offset)  # from the first bad byte: what comes before decoded fine
-        return f.read(1 << 16)
-
-
-def _guess(data: bytes) -> str | None:
+def _fix(path, codec: str, offset: int, bad: bytes) -> str:
+    """What to do: the encoding the bytes from ``offset`` look like, where a guess is meaningful."""
     from charset_normalizer import from_bytes
 
-    match = from_bytes(data, cp_isolation=list(AUTO_ENCODINGS)).best() or from_bytes(data).best()
-    return match.encoding if match is not None else None
+    if bad == b"\x00":
+        return "NUL bytes: a binary file, or UTF-16 without a BOM: set encoding (e.g. utf-16-le)"
+    with open(path, "rb") as f:
+        f.seek(max(0, offset - (1 << 16)))
+        before = f.read(offset - f.tell())
+        after = f.read(1 << 16)
+    if not before.isascii():  # real text decoded up to here: a corrupt byte, not a wrong encoding
+        return f"the text before it reads as {codec}: a corrupt byte, or set encoding if the file is in another one"
+    match = from_bytes(after, cp_isolation=list(AUTO_ENCODINGS)).best()
+    if match is not None:
+        return f"it looks like {match.encoding}: set encoding: {match.encoding}"
+    match = from_bytes(after).best()  # a Western code page, say: only ever a hint, never a silent guess
+    return f"it may be {match.encoding}: set encoding if so" if match else "set encoding (e.g. gb18030)"

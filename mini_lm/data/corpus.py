@@ -236,7 +236,7 @@ def _txt_documents(path: str, fmt: DocumentFormat) -> Iterator[str]:
         yield "".join(lines)
     elif fmt.sample_by == "paragraph":
         paragraph: list[str] = []
-        for line in [*lines, "\n"]:
+        for line in itertools.chain(lines, ["\n"]):  # a last blank line ends the last paragraph
             if line.strip():
                 paragraph.append(line)
             elif paragraph:
