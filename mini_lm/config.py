@@ -105,18 +105,55 @@ class PretrainDataArguments:
 
     train_files: list[str] = field(
         default_factory=list,
-        metadata={"help": "Files (.txt .jsonl .json .parquet), folders, globs or hub dataset names."},
+        metadata={
+            "help": "Files (.txt .jsonl .json .csv .tsv .parquet), folders, globs or hub dataset names."
+        },
     )
     validation_files: list[str] = field(
         default_factory=list, metadata={"help": "Held-out corpus. Default: validation_split of train_files."}
     )
+    # --- how files become documents (mini_lm/data/corpus.py) ---
     text_field: str = field(
-        default="text", metadata={"help": "Column holding the text in json/parquet/hub data."}
+        default="text",
+        metadata={
+            "help": "Field / column holding the text in json/csv/parquet/hub data: a string, or a list of "
+            "strings joined by text_joiner (chinese-poetry's paragraphs)."
+        },
     )
+    text_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build each document from several fields instead of text_field, e.g. "
+            "'{rhythmic}\\n{paragraphs}' (list fields joined by text_joiner)."
+        },
+    )
+    text_joiner: str = field(default="\n", metadata={"help": "Joins the items of a list-valued field."})
     text_sample_by: str = field(
         default="line",
         metadata={
             "help": "How .txt files split into documents: line | paragraph (blank-line separated) | document."
+        },
+    )
+    document_separator: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split .txt files into documents at this string instead (TinyStories: <|endoftext|>); "
+            "it becomes the tokenizer's document separator token, never text."
+        },
+    )
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encoding of the corpus files. Default: UTF-8 (BOM or not), else GB18030 / Big5 / "
+            "UTF-16 detected (logged with a sample)."
+        },
+    )
+    parse_special_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Read special-token strings in the text (<|im_start|>, <|endoftext|>) as the tokens "
+            "themselves (MiniMind-style pretraining data). Default: plain text, so text cannot inject "
+            "control tokens."
         },
     )
     hub_split: str = field(default="train", metadata={"help": "Split to read from hub dataset names."})

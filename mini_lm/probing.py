@@ -31,6 +31,7 @@ from .config import ProbeArguments
 from .generation import GenerationSettings, generate, render_chat_prompt
 from .probe_metrics import Answer, score_answer
 from .records import RecordError, read_records
+from .text_files import read_text
 
 DEFAULT_QUESTIONS = Path(__file__).parent / "assets" / "probe_questions.yaml"
 RUN_FILE = "probes.jsonl"  # run level: every checkpoint's answers
@@ -71,7 +72,7 @@ def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]
             raise ProbeConfigError(str(err)) from err
         where, raw = [at for at, _ in located], [record for _, record in located]
     else:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # a BOM or a GBK file, as every user file (mini_lm/text_files.py)
         data = _parse_json(text, str(path)) if path.suffix == ".json" else _parse_yaml(text, path)
         raw = data.get("questions") if isinstance(data, dict) else data
         if not isinstance(raw, list):

@@ -6,6 +6,8 @@
 
 Every reader of record files (SFT data, probe questions and results, prompt files) goes through
 ``read_records``, so a bad line is reported the same way everywhere: file, line, what is wrong.
+Bytes are decoded by ``mini_lm.text_files`` (UTF-8 with or without BOM, GB18030 / UTF-16 detected,
+or ``encoding``), as corpora are.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .text_files import iter_lines, read_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,7 +27,9 @@ class RecordError(ValueError):
     """A record file that cannot be read as JSON; the message names the file and line."""
 
 
-def read_records(path: str | os.PathLike, skip_bad_lines: bool = False) -> Iterator[tuple[str, object]]:
+def read_records(
+    path: str | os.PathLike, skip_bad_lines: bool = False, encoding: str | None = None
+) -> Iterator[tuple[str, object]]:
     """Yield (where, record): "file:line" for JSONL, "file record N" for a JSON list.
 
     A JSONL line that is not JSON raises ``RecordError`` ("a.jsonl:3: not valid JSON (...)"), or with
@@ -31,11 +37,9 @@ def read_records(path: str | os.PathLike, skip_bad_lines: bool = False) -> Itera
     """
     path = Path(path)
     if path.suffix == ".jsonl":
-        yield from _jsonl(path, skip_bad_lines)
+        yield from _jsonl(path, skip_bad_lines, encoding)
         return
-    # utf-8-sig: a byte-order mark (Windows editors write one) is stripped, not a JSON error.
-    # TODO(lead): GBK / UTF-16 detection comes with issue 13's shared file-reading helper (i13b).
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, encoding)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -48,21 +52,23 @@ def read_records(path: str | os.PathLike, skip_bad_lines: bool = False) -> Itera
         yield f"{path} record {i}", record
 
 
-def _jsonl(path: Path, skip_bad_lines: bool) -> Iterator[tuple[str, object]]:
+def _jsonl(path: Path, skip_bad_lines: bool, encoding: str | None) -> Iterator[tuple[str, object]]:
     bad = []
-    with path.open(encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                if not skip_bad_lines:
-                    raise RecordError(
-                        f"{path}:{line_no}: not valid JSON ({err.msg} at column {err.colno})"
-                    ) from err
-                bad.append(line_no)
-                continue
-            yield f"{path}:{line_no}", record
+    for line_no, line in enumerate(iter_lines(path, encoding, skip_undecodable=skip_bad_lines), 1):
+        if line is None:  # torn mid-character
+            bad.append(line_no)
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if not skip_bad_lines:
+                raise RecordError(
+                    f"{path}:{line_no}: not valid JSON ({err.msg} at column {err.colno})"
+                ) from err
+            bad.append(line_no)
+            continue
+        yield f"{path}:{line_no}", record
     if bad:
         logger.warning("%s: skipped %d unreadable line(s) %s (a write cut short?)", path, len(bad), bad[:5])

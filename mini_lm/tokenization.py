@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .config import ModelArguments
+from .text_files import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def train_bpe_tokenizer(
         show_progress=True,
     )
     seen = _CountingIterator(texts)
-    tok.train_from_iterator(seen, trainer=trainer)
+    tok.train_from_iterator(_without_special_tokens(seen), trainer=trainer)
     if seen.count == 0:
         raise TokenizerError("no text to train the tokenizer on (the corpus is empty)")
     fast = PreTrainedTokenizerFast(
@@ -151,6 +152,16 @@ def train_bpe_tokenizer(
     if output_dir is not None:
         save_tokenizer(fast, output_dir)
     return fast
+
+
+_SPECIAL_TEXT = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+
+
+def _without_special_tokens(texts: Iterable[str]) -> Iterator[str]:
+    """Texts with special-token strings cut out, so no merge learns a piece of one ('<|', 'endoftext'):
+    they are single ids already, and in text they stay plain bytes. ``"a<|endoftext|>b"`` -> "a", "b"."""
+    for text in texts:
+        yield from (piece for piece in _SPECIAL_TEXT.split(text) if piece)
 
 
 class _CountingIterator:
@@ -240,6 +251,12 @@ def document_separator_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.eos_token_id
 
 
+def special_token_texts(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The strings of a tokenizer's special tokens: ``['<|endoftext|>', '<|im_start|>', '<|im_end|>']``."""
+    added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special]
+    return list(dict.fromkeys([*tokenizer.all_special_tokens, *added]))
+
+
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Ids that end a generation: eos, <|endoftext|> and <|im_end|> where the vocab has them."""
     vocab = tokenizer.get_vocab()
@@ -275,7 +292,7 @@ def resolve_chat_template(tokenizer, spec: str | None) -> tuple[str, str]:
         raise ChatTemplateError(
             f"chat_template: no such file {spec} (use chatml, a .jinja file or a template)"
         )
-    return path.read_text(encoding="utf-8"), str(path)
+    return read_text(path), str(path)  # a BOM would be rendered into every prompt
 
 
 def set_chat_template(tokenizer, spec: str | None) -> str:
@@ -430,6 +447,14 @@ def prepare_tokenizer(
     """
     name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if name:
+        if vocab_size:
+            origin = "tokenizer_name_or_path" if model_args.tokenizer_name_or_path else "model_name_or_path"
+            logger.warning(
+                "tokenizer_vocab_size=%d is ignored: the tokenizer is loaded from %s (%s); unset one of them",
+                vocab_size,
+                name,
+                origin,
+            )
         return bert_tokenizer(name) if model_args.model_family == "bert" else load_tokenizer(name)
     if not vocab_size:
         raise TokenizerError(
@@ -438,8 +463,18 @@ def prepare_tokenizer(
         )
     path = Path(output_dir) / "tokenizer"
     if (path / "tokenizer.json").is_file():
-        logger.info("reusing tokenizer trained earlier: %s", path)
-        return load_tokenizer(path)
+        tokenizer = load_tokenizer(path)
+        # A trained vocabulary can come out smaller than asked (a small corpus), never larger.
+        level = logging.WARNING if len(tokenizer) > vocab_size else logging.INFO
+        logger.log(
+            level,
+            "reusing the tokenizer trained earlier in %s (%d tokens; tokenizer_vocab_size=%d): delete it to "
+            "train a new one",
+            path,
+            len(tokenizer),
+            vocab_size,
+        )
+        return tokenizer
     if texts is None:
         raise TokenizerError("tokenizer_vocab_size is set but there is no text to train a tokenizer on")
     return train_bpe_tokenizer(texts, vocab_size, path)

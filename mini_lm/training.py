@@ -80,9 +80,49 @@ def resolve_resume(args: TrainingArguments) -> str | None:
     return wanted
 
 
+DATA_PASSES_WARNING = 20  # passes over the training data beyond which a model memorises it
+
+
+def warn_data_reuse(args: TrainingArguments, train_dataset) -> float | None:
+    """Warn when the run passes over its training data more than ``DATA_PASSES_WARNING`` times (100
+    passes over 134 tokens trains, silently, a model that recites them). Returns the passes, or None
+    for a stream (no length)."""
+    try:
+        rows = len(train_dataset)
+    except TypeError:
+        return None
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    passes = args.max_steps * per_step / max(rows, 1) if args.max_steps > 0 else args.num_train_epochs
+    if passes > DATA_PASSES_WARNING:
+        how = (
+            f"max_steps {args.max_steps} x {per_step} rows per step"
+            if args.max_steps > 0
+            else f"num_train_epochs {args.num_train_epochs:g}"
+        )
+        logger.warning(
+            "the run passes over its training data %.0f times (%s, %d rows%s): a model memorises data seen "
+            "this often. If that is not the point, use more data or fewer steps",
+            passes,
+            how,
+            rows,
+            _token_note(train_dataset),
+        )
+    return passes
+
+
+def _token_note(dataset) -> str:
+    data = getattr(dataset, "data", None)
+    if data is None or "input_ids" not in dataset.column_names:
+        return ""
+    import pyarrow.compute as pc
+
+    return f", {pc.sum(pc.list_value_length(data.column('input_ids'))).as_py()} tokens"
+
+
 def run_training(trainer: Trainer) -> dict[str, float]:
     """Train (resuming if asked), save the final model + tokenizer, evaluate; return metrics."""
     args = trainer.args
+    warn_data_reuse(args, trainer.train_dataset)
     checkpoint = resolve_resume(args)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # final weights + tokenizer (processing_class) into output_dir

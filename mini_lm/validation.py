@@ -109,6 +109,11 @@ def check_mlm_recipe(args: RecipeArgs) -> None:
             f"block_size={data.block_size}: recipes/mlm.py cuts windows of max_len - 2 = {context + 1} "
             "tokens; set max_len instead of block_size"
         )
+    if data.tokenizer_vocab_size:  # else silently ignored: the adapter trains no tokenizer
+        raise ConfigError(
+            f"tokenizer_vocab_size={data.tokenizer_vocab_size}: recipes/mlm.py uses the BERT WordPiece "
+            "vocabulary of tokenizer_name_or_path and trains none; remove tokenizer_vocab_size"
+        )
     if mlm.max_train_samples is not None and mlm.max_train_samples < 1:
         raise ConfigError(f"max_train_samples={mlm.max_train_samples} must be >= 1")
 

@@ -84,6 +84,8 @@ def chat_model(tmp_path_factory) -> str:
             str(data),
             "--tokenizer_vocab_size",
             "300",
+            "--parse_special_tokens",  # the ChatML in these texts is meant as control tokens
+            "true",
             "--block_size",
             "128",
             "--validation_split",

@@ -143,3 +143,20 @@ def test_load_pretrained_path(tiny_tokenizer, tmp_path):
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), GPT2LMHeadModel)
+
+
+def test_a_vocabulary_that_is_most_of_the_model_is_named(shared_data, tiny_tokenizer, caplog):
+    """Qwen2.5's 151k-row embedding on a hidden-32 model: 95%+ of the parameters, once without a word."""
+    from mini_lm.tokenization import load_tokenizer
+
+    qwen = load_tokenizer(shared_data / "tokenizers/qwen2.5")
+    with caplog.at_level(logging.WARNING, logger="mini_lm"):
+        build_model(ModelArguments(model_family="qwen2", **TINY), qwen)
+    assert "% of the model's" in caplog.text and f"embedding of a {len(qwen)}-token vocabulary" in caplog.text
+    assert "tokenizer_vocab_size" in caplog.text  # ... and what to do about it
+    caplog.clear()
+    with caplog.at_level(
+        logging.WARNING, logger="mini_lm"
+    ):  # 400 tokens, hidden 64: the transformer dominates
+        build_model(ModelArguments(model_family="qwen2", **{**TINY, "hidden_size": 64}), tiny_tokenizer)
+    assert "-token vocabulary" not in caplog.text

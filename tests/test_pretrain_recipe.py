@@ -1,6 +1,8 @@
 """The pretraining recipe run for real (tiny models, CPU): end to end, reporting, resume, bad input."""
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,42 @@ def test_bad_input_fails_clearly(case, bios, tmp_path):
     else:
         with pytest.raises(ValueError, match="no tokenizer"):
             pretrain(*TINY, *out, "--train_files", bios, "--tokenizer_vocab_size", "0")
+
+
+def test_real_users_corpora_train(tmp_path, caplog):
+    """A folder as users bring it: chinese-poetry JSON (paragraphs as a list), GBK .txt and .jsonl,
+    a BOM-prefixed .tsv, and a README that is not corpus. Once: "has no documents" for the JSON,
+    a bare UnicodeDecodeError for the GBK files, the README ignored silently, and 100 passes over
+    a tiny corpus without a word."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    poems = [
+        {"author": "李白", "paragraphs": ["床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"]},
+        {"author": "王之涣", "paragraphs": ["白日依山尽，黄河入海流。", "欲穷千里目，更上一层楼。"]},
+    ]
+    (folder / "poet.tang.0.json").write_text(json.dumps(poems, ensure_ascii=False), encoding="utf-8")
+    story = "话说贾宝玉在家中读书，忽然听见外面有人说话。\r\n黛玉笑道：“你又来了。”\r\n"
+    (folder / "gbk.txt").write_bytes((story * 2).encode("gbk"))
+    rows = [{"paragraphs": line} for line in story.splitlines()]
+    (folder / "gbk.jsonl").write_bytes(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("gbk")
+    )
+    (folder / "extra.tsv").write_bytes(b"\xef\xbb\xbfparagraphs\n" + "王伟出生于1987年。\n".encode())
+    (folder / "README.md").write_text("# not corpus\n", encoding="utf-8")
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        metrics = pretrain(
+            *TINY, "--train_files", folder, "--text_field", "paragraphs", "--output_dir", out,
+            "--max_steps", "50", "--validation_split", "0",
+        )  # fmt: skip
+    assert math.isfinite(metrics["train_loss"]) and (out / "model.safetensors").is_file()
+    assert "gbk.txt: not UTF-8; decoding as gb18030" in caplog.text
+    assert "gbk.jsonl: not UTF-8; decoding as gb18030" in caplog.text
+    assert "ignored 1 file(s) of other types: README.md" in caplog.text
+    assert "passes over its training data" in caplog.text  # 50 steps x 4 rows over 8 blocks: 25 passes
+    vocab = load_tokenizer(out / "tokenizer").get_vocab()
+    assert "\ufeff" not in "".join(
+        load_tokenizer(out / "tokenizer").convert_ids_to_tokens(list(vocab.values()))
+    )
+    tok = load_tokenizer(out / "tokenizer")
+    assert tok.decode(tok("床前明月光")["input_ids"]) == "床前明月光"

@@ -8,6 +8,7 @@ from mini_lm.tokenization import (
     ENDOFTEXT,
     IM_END,
     IM_START,
+    SPECIAL_TOKENS,
     TokenizerError,
     autotokenizer_roundtrip_ok,
     document_separator_id,
@@ -109,3 +110,63 @@ def test_training_needs_text_and_room():
         train_bpe_tokenizer(["abc"], vocab_size=100)
     with pytest.raises(TokenizerError, match="empty"):
         train_bpe_tokenizer([], vocab_size=300)
+
+
+def test_bpe_training_never_learns_pieces_of_special_tokens():
+    """TinyStories-style text full of <|endoftext|> once cost vocabulary entries '<|', 'endoft', ..."""
+    texts = ["Once upon a time a cat sat.\n<|endoftext|>\nThe dog ran home.<|endoftext|><|im_start|>"] * 200
+    tok = train_bpe_tokenizer(texts + ["the cat sat on the mat"] * 50, vocab_size=400)
+    pieces = [t for t in tok.get_vocab() if t not in SPECIAL_TOKENS]
+    assert not [p for p in pieces if "<|" in p or "|>" in p or "endoft" in p or "im_st" in p]
+    assert "Ġdog" in pieces or "Ġcat" in pieces  # it did learn from the rest of the text
+
+
+def test_a_tokenizer_option_that_another_overrides_is_named(tiny_tokenizer, tmp_path, caplog):
+    """tokenizer_vocab_size is silently ignored once a tokenizer path is given; now it says so."""
+    import logging
+
+    from mini_lm.config import ModelArguments
+    from mini_lm.tokenization import prepare_tokenizer, save_tokenizer
+
+    save_tokenizer(tiny_tokenizer, tmp_path / "tok")
+    with caplog.at_level(logging.WARNING, logger="mini_lm"):
+        tok = prepare_tokenizer(ModelArguments(tokenizer_name_or_path=str(tmp_path / "tok")), tmp_path, 8000)
+    assert len(tok) == len(tiny_tokenizer)
+    assert (
+        f"tokenizer_vocab_size=8000 is ignored: the tokenizer is loaded from {tmp_path / 'tok'}"
+        in caplog.text
+    )
+    caplog.clear()
+    save_tokenizer(tiny_tokenizer, tmp_path / "run" / "tokenizer")  # trained earlier with 400 tokens
+    with caplog.at_level(logging.WARNING, logger="mini_lm"):
+        prepare_tokenizer(ModelArguments(), tmp_path / "run", 300)
+    assert (
+        "reusing the tokenizer trained earlier" in caplog.text and "tokenizer_vocab_size=300" in caplog.text
+    )
+
+
+def test_train_tokenizer_cli_reads_structured_corpora(tmp_path, capsys):
+    """mini-lm train-tokenizer takes the corpus options too: chinese-poetry JSON, TinyStories text."""
+    from mini_lm.cli import main
+
+    poems = [{"paragraphs": ["床前明月光，", "疑是地上霜。"], "rhythmic": "静夜思"}] * 30
+    (tmp_path / "poems.json").write_text(json.dumps(poems, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "stories.txt").write_text("Tom ran.\n<|endoftext|>\nAnn sat.\n" * 30, encoding="utf-8")
+    out = tmp_path / "tok"
+    argv = ["train-tokenizer", "--files", str(tmp_path / "poems.json"), "--vocab-size", "300"]
+    assert main([*argv, "--text-template", "{rhythmic}\\n{paragraphs}", "--output", str(out)]) == 0
+    assert "sample: '静夜思\\n床前明月光，\\n疑是地上霜。'" in capsys.readouterr().out
+    argv = ["train-tokenizer", "--files", str(tmp_path / "stories.txt"), "--vocab-size", "300"]
+    assert main([*argv, "--document-separator", "<|endoftext|>", "--output", str(out)]) == 0
+    assert "sample: 'Tom ran.'" in capsys.readouterr().out  # a document ends at the separator
+    assert not [t for t in load_tokenizer(out).get_vocab() if "<|" in t and t not in SPECIAL_TOKENS]
+
+
+def test_a_chat_template_file_with_a_bom_renders_without_it(tiny_tokenizer, tmp_path):
+    """Read as text files are everywhere: the BOM of a Windows-saved .jinja was rendered into prompts."""
+    from mini_lm.tokenization import resolve_chat_template
+
+    path = tmp_path / "chatml.jinja"
+    path.write_bytes(b"\xef\xbb\xbf" + CHATML_TEMPLATE.encode())
+    template, origin = resolve_chat_template(tiny_tokenizer, str(path))
+    assert template == CHATML_TEMPLATE and origin == str(path)

@@ -33,6 +33,16 @@ def test_pretrain_cross_field_checks(tmp_path, flags, message):
         validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, *flags))
 
 
+def test_mlm_says_it_trains_no_tokenizer(tmp_path):
+    """tokenizer_vocab_size was silently ignored by recipes/mlm.py (it reads a BERT vocab.txt)."""
+    bert = ["--model_family", "bert", "--tokenizer_name_or_path", "v"]
+    with pytest.raises(
+        ConfigError, match="tokenizer_vocab_size=8000: recipes/mlm.py uses the BERT WordPiece"
+    ):
+        validate(parsed(MLM_ARGUMENTS, tmp_path, *bert, "--tokenizer_vocab_size", "8000"))
+    validate(parsed(MLM_ARGUMENTS, tmp_path, *bert))
+
+
 @pytest.mark.parametrize(
     "arguments, flags, message",
     [

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .generate import add_sampling_arguments, settings_from_args
+from .generate import add_sampling_arguments, new_token_budget, settings_from_args
 
 HELP = "/reset clears the history, /tool RESULT answers a tool call, /quit leaves"
 
@@ -102,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if tools:  # a template that ignores tools: say so now, not at every message
         render_chat_prompt(tokenizer, [{"role": "user", "content": "hi"}], tools)
-    settings = settings_from_args(args, tokenizer)
     limit = context_length(model)
+    args.max_new_tokens, note = new_token_budget(args, limit)
+    settings = settings_from_args(args, tokenizer)
     session = ChatSession(tokenizer, args.system, limit - settings.max_new_tokens if limit else None, tools)
     print(f"mini-lm chat with {args.model_dir} ({type(model).__name__}). {HELP}.", flush=True)
+    print(f"(replies up to {settings.max_new_tokens} new tokens{f' ({note})' if note else ''})", flush=True)
     while True:
         try:
             line = input("user> ").strip()

@@ -1,7 +1,12 @@
 """mini-lm generate MODEL_DIR --prompt 中国的历史 --prompt 人工智能是 [--greedy] [--out results.jsonl]
+mini-lm generate MODEL_DIR --chat --prompt 你好          # rendered through the chat template
+mini-lm generate MODEL_DIR --prompts-file questions.jsonl  # "prompt" | "question" | "messages" records
 
 Any model dir a recipe saved (GPT-2, Qwen2, the BERT adapter) through the one generation path:
-batched prompts (left padding), KV cache for causal LMs, per-prompt timing.
+batched prompts (left padding), KV cache for causal LMs, per-prompt timing. A "prompt" is continued
+as raw text (or, with --chat, asked as a user message); a "question" is a user message and
+"messages" a conversation, both rendered with the tokenizer's chat template. New tokens default to
+at most half the model's context, so prompt and answer fit.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="a model dir saved by a recipe (or any local HF causal LM)")
     parser.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
-    parser.add_argument("--prompts-file", help="JSONL with a 'prompt' field (and optional 'expected')")
+    parser.add_argument(
+        "--prompts-file",
+        help="JSONL with a 'prompt' (raw text), 'question' or 'messages' (chat) field, optional 'expected'",
+    )
+    parser.add_argument(
+        "--chat", action="store_true", help="ask each prompt as a user message, through the chat template"
+    )
+    parser.add_argument("--system", help="with --chat: a system message before each prompt")
     parser.add_argument("--limit", type=int, default=None, help="first N prompts of --prompts-file")
     parser.add_argument("--out", help="write one JSON line per prompt: prompt, text, token ids, timing")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (left-padded)")
@@ -27,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def add_sampling_arguments(parser: argparse.ArgumentParser, max_new_tokens: int, temperature: float) -> None:
     """The decoding flags shared by ``generate`` and ``chat``."""
     group = parser.add_argument_group("decoding")
-    group.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    group.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help=f"default: {max_new_tokens}, or half the model's context when that is less",
+    )
+    parser.set_defaults(preferred_new_tokens=max_new_tokens)
     group.add_argument("--greedy", action="store_true", help="greedy decoding (default: sampling)")
     group.add_argument("--temperature", type=float, default=temperature)
     group.add_argument("--top-k", type=int, default=50, help="0 disables it")
@@ -72,19 +90,80 @@ def settings_from_args(args: argparse.Namespace, tokenizer):
     )
 
 
+def new_token_budget(args: argparse.Namespace, context: int | None) -> tuple[int, str | None]:
+    """(max new tokens, a note when the default was lowered): --max-new-tokens, else the command's
+    default capped at half the model's context (``context`` None: the window slides, no cap)."""
+    if args.max_new_tokens is not None:
+        if context and args.max_new_tokens >= context:
+            raise ValueError(
+                f"--max-new-tokens {args.max_new_tokens} leaves no room for a message in the model's "
+                f"{context}-token context: use at most {context - 1} (default: half the context)"
+            )
+        return args.max_new_tokens, None
+    if context and args.preferred_new_tokens > context // 2:
+        return max(1, context // 2), f"half the model's {context}-token context; --max-new-tokens to change"
+    return args.preferred_new_tokens, None
+
+
 def read_prompts(args: argparse.Namespace) -> list[dict]:
+    """--prompt flags and --prompts-file records; each has a 'prompt', 'question' or 'messages'."""
     records = [{"prompt": p} for p in args.prompt]
     if args.prompts_file:
         from ..records import read_records
 
         for where, record in read_records(args.prompts_file):
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise ValueError(f"{where}: needs a string field 'prompt'")
-            records.append(record)
+            records.append(_check_prompt_record(record, where))
         records = records[: len(args.prompt) + args.limit] if args.limit else records
     if not records:
         raise ValueError("no prompts: give --prompt TEXT or --prompts-file FILE")
     return records
+
+
+def _check_prompt_record(record, where: str) -> dict:
+    if isinstance(record, dict) and "messages" in record:
+        messages = record["messages"]
+        if not (
+            isinstance(messages, list)
+            and messages
+            and all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) and "role" in m for m in messages
+            )
+        ):
+            raise ValueError(
+                f"{where}: 'messages' must be a list of {{role, content}} messages with text content"
+            )
+        return record
+    if isinstance(record, dict) and any(isinstance(record.get(k), str) for k in ("prompt", "question")):
+        return record
+    raise ValueError(f"{where}: needs a string field 'prompt' or 'question', or 'messages'")
+
+
+def prompt_text(record: dict, tokenizer, chat: bool, system: str | None) -> tuple[str, str]:
+    """(the text the model continues, how the prompt is shown): chat records through the template."""
+    from ..generation import render_chat_prompt
+
+    if "messages" in record:
+        users = [m["content"] for m in record["messages"] if m.get("role") == "user"]
+        return render_chat_prompt(tokenizer, record["messages"]), (users or [""])[-1]
+    if "question" in record or chat:
+        question = record.get("question", record.get("prompt"))
+        head = [{"role": "system", "content": system}] if system else []
+        return render_chat_prompt(tokenizer, head + [{"role": "user", "content": question}]), question
+    return record["prompt"], record["prompt"]
+
+
+def check_context(texts: list[str], tokenizer, max_new_tokens: int, context: int | None) -> None:
+    """Prompt + new tokens must fit the model's positions (a GPT-2 would fail with an IndexError)."""
+    if not context:
+        return
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    longest = max(range(len(texts)), key=lengths.__getitem__)
+    if lengths[longest] + max_new_tokens > context:
+        raise ValueError(
+            f"prompt {longest + 1} ({texts[longest][:30]!r}...) is {lengths[longest]} tokens + "
+            f"--max-new-tokens {max_new_tokens} exceed the model's {context}-token context: "
+            "shorten it or lower --max-new-tokens"
+        )
 
 
 def timing(result, batch: int) -> str:
@@ -96,19 +175,26 @@ def timing(result, batch: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generation import generate, load_for_generation
+    from ..generation import context_length, generate, load_for_generation
 
     records = read_prompts(args)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, tokenizer = load_for_generation(args.model_dir)
+    texts, shown_as = zip(*(prompt_text(r, tokenizer, args.chat, args.system) for r in records))
+    context = context_length(model)
+    args.max_new_tokens, note = new_token_budget(args, context)
+    if note:
+        print(f"(at most {args.max_new_tokens} new tokens ({note}))")
+    check_context(list(texts), tokenizer, args.max_new_tokens, context)
     settings = settings_from_args(args, tokenizer)
-    results = generate(model, tokenizer, [r["prompt"] for r in records], settings, batch_size=args.batch_size)
-    size = args.batch_size
+    results = generate(model, tokenizer, list(texts), settings, batch_size=args.batch_size)
+    size = min(args.batch_size, len(records))  # what a batch held: one prompt is a batch of one
     batches = [len(records[i // size * size : i // size * size + size]) for i in range(len(records))]
     shown = 8 if args.quiet else len(records)
-    for record, result, batch in list(zip(records, results, batches))[:shown]:
-        print(f"[{record['prompt']}] -> {record['prompt']}{result.text}")
+    for record, label, result, batch in list(zip(records, shown_as, results, batches))[:shown]:
+        raw = label == record.get("prompt") and not args.chat  # a continuation reads on from its prompt
+        print(f"[{label}] -> {label if raw else ''}{result.text}")
         print(f"    {timing(result, batch)}")
         if "expected" in record:
             print(f"    expected: {record['expected']}")
@@ -116,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     total_seconds = sum(results[i].seconds for i in range(0, len(results), size))  # one wall time per batch
     print(
         f"{len(results)} prompts, {total_tokens} new tokens in {total_seconds:.2f} s "
-        f"({total_tokens / max(total_seconds, 1e-9):.1f} tokens/s, batch size {args.batch_size})"
+        f"({total_tokens / max(total_seconds, 1e-9):.1f} tokens/s, batch size {size})"
     )
     scored = [(r, res) for r, res in zip(records, results) if "expected" in r]
     if scored:

@@ -25,20 +25,34 @@ MIN_BLOCK = 2  # a block needs two tokens to hold one next-token target
 
 @dataclass
 class Tokenize:
-    """``datasets.map`` function: text -> input_ids with ``separator_id`` appended (picklable)."""
+    """``datasets.map`` function: text -> input_ids with ``separator_id`` appended (picklable).
+
+    Special-token strings in the text ("<|im_start|>" typed into a document) are encoded as plain
+    text unless ``parse_special_tokens``: a corpus must not be able to inject control tokens. The
+    only separator is the id appended here.
+    """
 
     tokenizer: object
     separator_id: int
+    parse_special_tokens: bool = False
 
     def __call__(self, batch: dict) -> dict:
-        ids = self.tokenizer(batch["text"], add_special_tokens=False, verbose=False)["input_ids"]
+        ids = self.tokenizer(
+            batch["text"],
+            add_special_tokens=False,
+            split_special_tokens=not self.parse_special_tokens,
+            verbose=False,
+        )["input_ids"]
         return {"input_ids": [doc + [self.separator_id] for doc in ids]}
 
 
-def tokenize_dataset(dataset, tokenizer, separator_id: int, num_proc: int | None = None):
+def tokenize_dataset(
+    dataset, tokenizer, separator_id: int, num_proc: int | None = None, parse_special_tokens: bool = False
+):
     """Map-style or iterable dataset with a ``text`` column -> ``input_ids`` column."""
     kwargs = {"num_proc": num_proc, "desc": "tokenize"} if isinstance(dataset, Dataset) else {}
-    return dataset.map(Tokenize(tokenizer, separator_id), batched=True, remove_columns=["text"], **kwargs)
+    tokenize = Tokenize(tokenizer, separator_id, parse_special_tokens)
+    return dataset.map(tokenize, batched=True, remove_columns=["text"], **kwargs)
 
 
 def pack_dataset(tokenized: Dataset, block_size: int) -> Dataset:

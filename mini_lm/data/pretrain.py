@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterator
 
 import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
 from ..config import PretrainDataArguments
-from ..tokenization import document_separator_id
+from ..tokenization import document_separator_id, special_token_texts
 from .corpus import CorpusError, load_corpus
 from .packing import _packed_examples, pack_dataset, tokenize_dataset
 
 logger = logging.getLogger(__name__)
 
 
-def load_documents(args: PretrainDataArguments, files: list[str]):
-    return load_corpus(
-        files,
+def corpus_options(args: PretrainDataArguments) -> dict:
+    """The ``load_corpus`` keywords a recipe's data arguments set (how files become documents)."""
+    return dict(
         text_field=args.text_field,
+        text_template=args.text_template,
+        text_joiner=args.text_joiner,
         sample_by=args.text_sample_by,
-        streaming=args.streaming,
+        document_separator=args.document_separator,
+        encoding=args.encoding,
         hub_split=args.hub_split,
         min_chars=args.min_document_chars,
     )
+
+
+def load_documents(args: PretrainDataArguments, files: list[str]):
+    return load_corpus(files, streaming=args.streaming, **corpus_options(args))
 
 
 def split_documents(args: PretrainDataArguments, seed: int):
@@ -63,8 +71,11 @@ def build_pretrain_datasets(args: PretrainDataArguments, tokenizer, seed: int = 
     """
     train_docs, eval_docs = split_documents(args, seed)
     sep = document_separator_id(tokenizer)
+    warn_special_token_text(train_docs, tokenizer, args.parse_special_tokens)
     if isinstance(train_docs, IterableDataset):
-        tokenized = tokenize_dataset(train_docs, tokenizer, sep)
+        tokenized = tokenize_dataset(
+            train_docs, tokenizer, sep, parse_special_tokens=args.parse_special_tokens
+        )
         train = IterableDataset.from_generator(
             _packed_examples, gen_kwargs={"tokenized": tokenized, "block_size": args.block_size}
         )
@@ -75,8 +86,35 @@ def build_pretrain_datasets(args: PretrainDataArguments, tokenizer, seed: int = 
     return train, eval_ds
 
 
+def warn_special_token_text(docs, tokenizer, parsed: bool, sample: int = 10_000) -> None:
+    """Say when documents hold special-token strings, and what becomes of them (plain text by default)."""
+    specials = special_token_texts(tokenizer)
+    found: Counter = Counter()
+    rows = (
+        docs.take(sample) if isinstance(docs, IterableDataset) else docs.select(range(min(sample, len(docs))))
+    )
+    for text in (row["text"] for row in rows):
+        found.update(token for token in specials if token in text)
+    if not found:
+        return
+    ordered = sorted(found.items(), key=lambda item: (-item[1], item[0]))[:5]
+    seen = ", ".join(f"{token} in {n}" for token, n in ordered)
+    if parsed:
+        logger.info("parse_special_tokens: special-token strings in documents become the tokens (%s)", seen)
+        return
+    logger.warning(
+        "documents hold special-token strings (%s of the first %d documents): they are encoded as plain "
+        "text. If your data marks turns or documents with them on purpose (MiniMind-style), set "
+        "parse_special_tokens: true; a .txt separator belongs in document_separator",
+        seen,
+        min(sample, len(docs)) if isinstance(docs, Dataset) else sample,
+    )
+
+
 def _pack(docs: Dataset, tokenizer, sep: int, args: PretrainDataArguments, name: str) -> Dataset:
-    tokenized = tokenize_dataset(docs, tokenizer, sep, num_proc=args.num_proc)
+    tokenized = tokenize_dataset(
+        docs, tokenizer, sep, num_proc=args.num_proc, parse_special_tokens=args.parse_special_tokens
+    )
     blocks = pack_dataset(tokenized, args.block_size)
     if len(blocks) == 0:
         raise CorpusError(f"{name} corpus tokenized to no usable block ({len(docs)} documents)")
@@ -97,11 +135,4 @@ def corpus_texts(args: PretrainDataArguments) -> Iterator[str]:
 
     ``prepare_tokenizer(model_args, out, data_args.tokenizer_vocab_size, corpus_texts(data_args))``
     """
-    docs = load_corpus(
-        args.train_files,
-        text_field=args.text_field,
-        sample_by=args.text_sample_by,
-        hub_split=args.hub_split,
-        min_chars=args.min_document_chars,
-    )
-    yield from docs["text"]
+    yield from load_corpus(args.train_files, **corpus_options(args))["text"]
