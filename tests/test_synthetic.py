@@ -150,7 +150,8 @@ def test_probe_file_keeps_generation_questions_and_adds_multiple_choice(tmp_path
 
     paths = write_world(tmp_path, seed=0, n_people=20)
     data = yaml.safe_load(paths["probe_questions"].read_text(encoding="utf-8"))
-    assert len(load_questions(paths["probe_questions"])) == len(data["questions"]) == 48
+    kinds = [q.kind for q in load_questions(paths["probe_questions"])]  # the loader reads both lists
+    assert kinds.count("generation") == len(data["questions"]) == 48 and kinds.count("choice") == 48
     mc = data["multiple_choice"]
     assert len(mc) == 48 and {q["group"] for q in mc} == {"sft", "heldout"}
     for q in mc:
