@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("mini_lm.commands.chat", "talk to a chat model in the terminal (multi-turn, streamed)"),
     "probe": ("mini_lm.commands.probe", "ask every checkpoint of a run the probe questions"),
     "report": ("mini_lm.commands.report", "Markdown + PNG report of how a run matured"),
+    "eval": (
+        "mini_lm.commands.eval",
+        "multiple-choice benchmark (CMMLU, a JSONL) of a model or every checkpoint",
+    ),
 }
 
 
