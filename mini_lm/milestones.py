@@ -83,14 +83,14 @@ def find_milestones(points: list[Point], benchmarks: list[Point] = ()) -> list[M
             )
         )
     for label in [None, *_leaf_labels(summary_labels(summaries, MC_P_VALUE, CHOICE_DECODING))]:
-        found.append(_first(points, _mc_title(label), _mc_value(label), _significant, _mc_detail))
+        found.append(_first(points, _mc_title(label), _mc_value(label), _mc_beats_chance, _mc_detail))
     for label in dict.fromkeys(label for _, _, rows in benchmarks for label in rows):
         found.append(
             _first(
                 sorted(benchmarks, key=lambda p: p[0]),
                 f"{label} beats chance",
                 lambda rows, label=label: rows.get(label),
-                _significant,
+                _benchmark_beats_chance,
                 _benchmark_detail,
             )
         )
@@ -139,8 +139,12 @@ def _mc_value(label: str | None) -> Callable[[dict], dict | None]:
     return read
 
 
-def _significant(values: dict) -> bool:
-    return values["p_value" if "p_value" in values else MC_P_VALUE] < SIGNIFICANCE
+def _mc_beats_chance(values: dict) -> bool:
+    return values[MC_P_VALUE] < SIGNIFICANCE
+
+
+def _benchmark_beats_chance(row: dict) -> bool:
+    return row["p_value"] < SIGNIFICANCE
 
 
 def _mc_detail(values: dict) -> str:

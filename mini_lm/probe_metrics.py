@@ -425,10 +425,16 @@ def format_summary(
     n_questions: int,
     seconds: float | None = None,
     overhead: float | None = None,
+    n_choice: int = 0,
 ) -> str:
-    """Console lines for one checkpoint: the ``console`` metrics per decoding, time spent."""
+    """Console lines for one checkpoint: the ``console`` metrics per decoding, time spent.
+    ``n_questions`` generated (under each decoding), ``n_choice`` multiple-choice ones (scored once)."""
     decodings = summary_decodings(summary)
-    head = f"probe checkpoint-{step}: {n_questions} questions x {len(decodings)} decodings"
+    generated = [d for d in decodings if decoding_kind(d) == "generation"]
+    asked = [f"{n_questions} questions x {len(generated)} decodings"] if n_questions or not n_choice else []
+    head = f"probe checkpoint-{step}: " + " + ".join(
+        asked + ([f"{n_choice} multiple choice"] if n_choice else [])
+    )
     if seconds is not None:
         head += f" in {seconds:.1f}s"
     if overhead is not None:

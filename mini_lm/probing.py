@@ -261,29 +261,28 @@ def check_questions_fit(
             f"{len(chat)} probe question(s) are chat questions (e.g. {chat[0].text!r}) but the tokenizer has no "
             "chat template: use raw 'prompt' questions (probe_questions: FILE) or a tokenizer with a template"
         )
-    if max_positions:
-        for kind, answer_tokens, fix in (
-            ("generation", lambda q: max_new_tokens, "lower probe_max_new_tokens to {room}, "),
-            ("choice", lambda q: max(_tokens(tokenizer, c) for c in q.choices), "shorten the choices, "),
-        ):
-            asked = [q for q in questions if q.kind == kind]
-            if not asked:
-                continue
-            n, longest = max(
-                ((_tokens(tokenizer, q.render(tokenizer)), q) for q in asked), key=lambda p: p[0]
+    if not max_positions:
+        return
+    prompts = {id(q): _tokens(tokenizer, q.render(tokenizer)) for q in questions}
+
+    def answer(q: ProbeQuestion) -> int:  # generated tokens, or the longest choice's
+        return max_new_tokens if q.kind == "generation" else max(_tokens(tokenizer, c) for c in q.choices)
+
+    longest = max(questions, key=lambda q: prompts[id(q)] + answer(q))
+    n = prompts[id(longest)]
+    if n + answer(longest) > max_positions:
+        what, fix = (
+            (
+                f"with probe_max_new_tokens={max_new_tokens}",
+                f"lower probe_max_new_tokens to {max(max_positions - n, 0)}, ",
             )
-            if n + answer_tokens(longest) > max_positions:
-                what = (
-                    f"with probe_max_new_tokens={max_new_tokens}"
-                    if kind == "generation"
-                    else "with its longest choice"
-                )
-                raise ProbeConfigError(
-                    f"probe question {longest.text!r} is {n} tokens; {what} it exceeds the model's "
-                    f"{max_positions} positions: "
-                    + fix.format(room=max(max_positions - n, 0))
-                    + "shorten the question, or set probe: false"
-                )
+            if longest.kind == "generation"
+            else ("with its longest choice", "shorten its choices, ")
+        )
+        raise ProbeConfigError(
+            f"probe question {longest.text!r} is {n} tokens; {what} it exceeds the model's {max_positions} "
+            f"positions: {fix}shorten the question, or set probe: false"
+        )
 
 
 def _tokens(tokenizer, text: str) -> int:

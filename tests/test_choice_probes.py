@@ -163,7 +163,11 @@ def test_enough_right_answers_beat_chance(tiny_tokenizer, tmp_path):
     summary = summarize(probe_model(model, tok, questions, decodings={}))
     assert summary["probe/likelihood/mc_accuracy"] == 1.0
     assert summary["probe/likelihood/mc_p_value"] == pytest.approx(0.25**4)  # < 0.05: beats chance
-    assert "MC acc 100%  chance 25%  p vs chance 0.004 ✓" in format_summary(1, summary, n_questions=4)
+    line = format_summary(1, summary, n_questions=0, n_choice=4)
+    assert (
+        line.startswith("probe checkpoint-1: 4 multiple choice\n")
+        and "MC acc 100%  chance 25%  p vs chance 0.004 ✓" in line
+    )
 
 
 def test_the_built_in_questions_follow_the_language_of_the_training_data(shared_data, tiny_tokenizer):
@@ -185,3 +189,15 @@ def test_the_built_in_questions_follow_the_language_of_the_training_data(shared_
     assert not any(q.expected for q in asked)  # nothing to score: knowledge reads n/a, not 0%
     assert {q.lang for q in default_fit(builtin, ProbeArguments(), tiny_tokenizer, chinese)} == {"zh"}
     assert default_fit(builtin, ProbeArguments(probe_language="all"), tiny_tokenizer, english) == builtin
+
+
+def test_a_choice_question_that_does_not_fit_the_positions_fails_before_training(questions, tiny_tokenizer):
+    from mini_lm.probing import check_questions_fit
+
+    choice = [q for q in questions if q.kind == "choice"]
+    check_questions_fit(choice, tiny_tokenizer, max_new_tokens=500, max_positions=64)  # nothing generated
+    choice[0].choices = [choice[0].choices[0], "北京大学" * 30]
+    with pytest.raises(
+        ProbeConfigError, match=r"with its longest choice it exceeds the model's 64 positions"
+    ):
+        check_questions_fit(choice, tiny_tokenizer, max_new_tokens=500, max_positions=64)

@@ -138,8 +138,16 @@ class CheckpointProbe(TrainerCallback):
             summary = {**summarize(records), "probe/seconds": seconds, "probe/overhead": self.seconds / wall}
             summary.update(evaluation.summary(bench) if bench is not None else {})
             self._report(state.global_step, records, summary)
+            n_choice = sum(q.kind == "choice" for q in self.questions)
             logger.info(
-                format_summary(state.global_step, summary, len(self.questions), seconds, self.seconds / wall)
+                format_summary(
+                    state.global_step,
+                    summary,
+                    len(self.questions) - n_choice,
+                    seconds,
+                    self.seconds / wall,
+                    n_choice=n_choice,
+                )
             )
             if bench is not None:
                 logger.info(evaluation.format_table(bench))

@@ -111,8 +111,12 @@ def run(args: argparse.Namespace) -> int:
             probe_args.probe_batch_size,
         )
         store.append(_step(checkpoint), records, checkpoint)
+        n_choice = sum(q.kind == "choice" for q in questions)
+        seconds = time.perf_counter() - began
         print(
-            format_summary(_step(checkpoint), summarize(records), len(questions), time.perf_counter() - began)
+            format_summary(
+                _step(checkpoint), summarize(records), len(questions) - n_choice, seconds, n_choice=n_choice
+            )
         )
     store.compact()  # a re-probed checkpoint's newest answers replace the old ones
     print(f"{len(found)} checkpoint(s) probed -> {store.path}; next: mini-lm report {run_dir}")
