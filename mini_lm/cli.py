@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("mini_lm.commands.probe", "ask every checkpoint of a run the probe questions"),
     "report": ("mini_lm.commands.report", "Markdown + PNG report of how a run matured"),
     "preference-pairs": ("mini_lm.commands.preference_pairs", "DPO pairs from a model's own wrong answers"),
+    "eval": (
+        "mini_lm.commands.eval",
+        "multiple-choice benchmark (CMMLU, a JSONL) of a model or every checkpoint",
+    ),
 }
 
 

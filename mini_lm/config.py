@@ -465,7 +465,34 @@ class ProbeArguments:
             "(their own process group, so NCCL/gloo timeouts of training do not apply)."
         },
     )
+    probe_language: str = field(  # one of PROBE_LANGUAGES
+        default="auto",
+        metadata={
+            "help": "Language of the built-in questions: auto (the training data's), zh, en, all. "
+            "A probe_questions file is used as written."
+        },
+    )
+    probe_benchmark: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also score a benchmark slice at every save: cmmlu, or mc (a multiple-choice file)."
+        },
+    )
+    probe_benchmark_data: str | None = field(
+        default=None, metadata={"help": "The benchmark's data: CMMLU's folder (dev/, test/), or the mc file."}
+    )
+    probe_benchmark_subjects: list[str] | None = field(
+        default=None, metadata={"help": "Benchmark subjects to score (default: all)."}
+    )
+    probe_benchmark_limit: int = field(
+        default=10, metadata={"help": "Questions per subject scored at each save (the first ones)."}
+    )
+    probe_benchmark_shots: int = field(
+        default=0, metadata={"help": "Solved examples before each question (0-5)."}
+    )
 
+
+PROBE_LANGUAGES = ("auto", "zh", "en", "all")
 
 # What each recipe parses, in order (``parse_config`` returns one instance per class).
 PRETRAIN_ARGUMENTS = (ModelArguments, PretrainDataArguments, MiniLMTrainingArguments, ProbeArguments)

@@ -6,13 +6,19 @@ differently tokenized runs compare, and Chinese is measured per character (as se
 
     answer_metrics("建筑、建筑、建筑、建筑", stopped=False, n_tokens=60, max_new_tokens=60)["repetitive"]  # True
     knowledge_scores("他出生在厦门。", expected="厦门")["contains"]                                 # 1.0
+    chance_p_value(9, [0.25] * 10) < SIGNIFICANCE     # 9 of 10 four-way questions right: not luck
+    text_language(["王伟出生于厦门。"])                                                            # "zh"
 """
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 # A Han character | a line break | a run of letters/digits (apostrophes inside words: "Xi'an") | any
 # other symbol. Line breaks count so that an answer of 20 empty lines reads as the loop it is.
@@ -194,3 +200,64 @@ def mean(values: Iterable[float | bool | None]) -> float | None:
     """
     present = [float(v) for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+# --------------------------------------------------------------------------- chance
+
+SIGNIFICANCE = 0.05  # multiple-choice accuracy "beats chance" when its p-value is below this
+
+
+def chance_p_value(correct: int, chances: Sequence[float]) -> float:
+    """One-sided exact p-value: the probability of getting at least ``correct`` questions right by
+    guessing, question i being right by chance with probability ``chances[i]`` (1 / its number of
+    choices). That is the upper tail of a Poisson-binomial distribution, a plain binomial when every
+    question has as many choices; questions with equal chances are summed as one binomial (log
+    space, so thousands of questions neither overflow nor underflow) and the groups convolved.
+
+    >>> round(chance_p_value(3, [0.25] * 4), 4), chance_p_value(0, [0.5, 0.25])  # 4 x .25^3 x .75 + .25^4
+    (0.0508, 1.0)
+    """
+    if not 0 <= correct <= len(chances):
+        raise ValueError(f"correct must be in 0..{len(chances)}, got {correct}")
+    if not all(0 < p < 1 for p in chances):
+        raise ValueError("every chance level must be in (0, 1): a question needs 2+ choices")
+    pmf = np.ones(1)
+    for p, n in Counter(chances).items():
+        k = np.arange(n + 1)
+        log_pmf = (
+            math.lgamma(n + 1)
+            - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in k])
+            + k * math.log(p)
+            + (n - k) * math.log1p(-p)
+        )
+        pmf = np.convolve(pmf, np.exp(log_pmf))
+    return float(min(1.0, pmf[correct:].sum()))
+
+
+# --------------------------------------------------------------------------- language
+
+# A text is Chinese ("zh") when at least this share of its units (a Han character, or a word of
+# another script) are Han characters, not Chinese ("en") at or below NOT_CHINESE; in between "mixed".
+CHINESE_AT_LEAST = 0.8
+NOT_CHINESE_AT_MOST = 0.2
+
+
+def text_language(texts: Iterable[str]) -> str:
+    """ "zh", "en" or "mixed" (also for no text at all): the share of Han characters among the units
+    that are a Han character or a word. Units, not characters, so one Chinese character weighs as
+    much as one English word (both carry about one word's meaning).
+
+    >>> text_language(["王伟出生于厦门。"]), text_language(["Wei Wang was born in Xiamen (厦门) in 1987 and studied law."])
+    ('zh', 'en')
+    """
+    han = words = 0
+    for text in texts:
+        for unit in _UNIT.findall(text):
+            if _HAN.fullmatch(unit):
+                han += 1
+            elif unit[0].isalpha():
+                words += 1
+    if not han + words:
+        return "mixed"
+    share = han / (han + words)
+    return "zh" if share >= CHINESE_AT_LEAST else "en" if share <= NOT_CHINESE_AT_MOST else "mixed"

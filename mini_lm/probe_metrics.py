@@ -12,6 +12,13 @@ report's tables and plots all read ``METRICS``; nothing else lists metric names.
 Adding a metric = one entry here and its function (a pure one belongs in ``mini_lm/metrics.py``):
 
     ProbeMetric("has_digit", lambda a: any(c.isdigit() for c in a.text), "digits", "{:.0%}", better="higher", table=True)
+
+Two kinds of answers are scored: generated ones (``kind="generation"``: the repetition, length and
+knowledge metrics) and multiple-choice ones (``kind="choice"``), where the model picks the choice it
+finds likeliest (``mini_lm/scoring.py``) and records carry the pseudo-decoding ``CHOICE_DECODING``:
+
+    summarize(records)["probe/likelihood/mc_accuracy/chat/heldout"]   # accuracy on held-out people
+    summarize(records)["probe/likelihood/mc_p_value"]                 # < 0.05: beats chance
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
-from .metrics import answer_metrics, knowledge_scores, mean
+from .metrics import SIGNIFICANCE, answer_metrics, chance_p_value, knowledge_scores, mean
 
 PREFIX = "probe"  # summary keys: probe/<decoding>/<metric>[/<label>]
+CHOICE_DECODING = "likelihood"  # the "decoding" of multiple-choice records: scored, not generated
 
 
 @dataclass
@@ -36,6 +44,15 @@ class Answer:
     max_new_tokens: int
     expected: str | None = None
     keywords: list[str] | None = None
+    # Multiple-choice answers only (``text`` is then the choice picked, by ``predicted``):
+    choices: list[str] | None = None
+    answer_index: int | None = None  # the right choice
+    predicted: int | None = None  # the choice with the highest log-likelihood per character
+    predicted_sum: int | None = None  # the choice with the highest summed log-likelihood
+
+    @property
+    def kind(self) -> str:
+        return "choice" if self.choices is not None else "generation"
 
     @cached_property
     def repetition(self) -> dict:
@@ -61,23 +78,34 @@ class ProbeMetric:
     """One probe metric. ``compute(answer)`` -> its value for one answer (None: undefined, e.g. no
     4-gram in a 3-unit answer); ``applies(answer)`` False -> the answer is not scored at all (no
     field in its record, "n/a" where nothing is scored); ``aggregate`` turns a checkpoint's values
-    into its summary (None: per answer only)."""
+    into its summary (None: per answer only). A metric of a whole checkpoint (a significance test
+    needs every answer's correctness and chance level together) has no ``compute`` but a
+    ``per_checkpoint(records)``; it has no field in the records, only summaries."""
 
     name: str  # record field and summary-key segment
-    compute: Callable[[Answer], float | int | bool | None]
+    compute: Callable[[Answer], float | int | bool | None] | None
     label: str  # console and table label
-    fmt: str = "{:.2f}"
+    fmt: str | Callable[[float], str] = "{:.2f}"  # a format string, or a function of the value
     better: str | None = None  # "higher" | "lower" | None (neither, e.g. a length)
     aggregate: Callable[[Iterable], float | None] | None = mean
     applies: Callable[[Answer], bool] = _always
+    kind: str = "generation"  # the answers it scores: "generation" | "choice" (multiple choice)
+    per_checkpoint: Callable[[list[dict]], float | None] | None = None  # instead of compute + aggregate
     by_group: bool = False  # also summarized per question mode and mode/group ("raw", "chat/heldout")
+    group_columns: bool = False  # the report's table has a column per question group too
     console: bool = False  # in the console summary line of each checkpoint
     table: bool = False  # a column of the report's table and of the W&B answers table
-    plot: str | None = None  # the report figure it is drawn in: "repetition" | "knowledge"
+    plot: str | None = None  # the report figure it is drawn in: "repetition" | "knowledge" | "choice"
     description: str = ""  # plot legend / axis text
 
     def format(self, value) -> str:
-        return "n/a" if value is None else self.fmt.format(value)
+        if value is None:
+            return "n/a"
+        return self.fmt(value) if callable(self.fmt) else self.fmt.format(value)
+
+    @property
+    def summarized(self) -> bool:
+        return self.aggregate is not None or self.per_checkpoint is not None
 
 
 def _repetition(key: str) -> Callable[[Answer], float | int | bool | None]:
@@ -94,6 +122,32 @@ def _has_expected(answer: Answer) -> bool:
 
 def _has_reference(answer: Answer) -> bool:
     return answer.has_reference
+
+
+def _picked(attribute: str) -> Callable[[Answer], bool]:
+    return lambda answer: getattr(answer, attribute) == answer.answer_index
+
+
+def _chance(answer: Answer) -> float:
+    return 1 / len(answer.choices or ())
+
+
+# Record fields the significance test reads (entries of METRICS below).
+MC_ACCURACY, MC_CHANCE, MC_P_VALUE = "mc_accuracy", "mc_chance", "mc_p_value"
+
+
+def _p_vs_chance(records: list[dict]) -> float | None:
+    """Exact one-sided p of the multiple-choice answers scoring this well by guessing."""
+    scored = [r for r in records if r.get(MC_ACCURACY) is not None]
+    if not scored:
+        return None
+    return chance_p_value(sum(bool(r[MC_ACCURACY]) for r in scored), [r[MC_CHANCE] for r in scored])
+
+
+def format_p(p: float) -> str:
+    """0.0123 -> "0.012 ✓" (✓: below SIGNIFICANCE, beats chance); 1e-9 -> "<0.001 ✓"."""
+    text = "<0.001" if p < 0.001 else f"{p:.3f}"
+    return text + (" ✓" if p < SIGNIFICANCE else "")
 
 
 # In display order: records, console lines and report columns follow it.
@@ -175,6 +229,7 @@ METRICS: dict[str, ProbeMetric] = {
             better="higher",
             applies=_has_expected,
             by_group=True,
+            group_columns=True,
             console=True,
             table=True,
             plot="knowledge",
@@ -189,6 +244,46 @@ METRICS: dict[str, ProbeMetric] = {
             applies=_has_reference,
             by_group=True,
         ),
+        # Multiple choice: the model "answers" with the choice it finds likeliest (mini_lm/scoring.py).
+        ProbeMetric(
+            MC_ACCURACY,
+            _picked("predicted"),
+            "MC acc",
+            "{:.0%}",
+            better="higher",
+            kind="choice",
+            by_group=True,
+            group_columns=True,
+            console=True,
+            table=True,
+            plot="choice",
+            description="multiple-choice accuracy (log-likelihood per character, lm-eval's acc_norm)",
+        ),
+        ProbeMetric(
+            "mc_accuracy_sum",
+            _picked("predicted_sum"),
+            "MC acc (sum)",
+            "{:.0%}",
+            better="higher",
+            kind="choice",
+            by_group=True,
+        ),
+        ProbeMetric(
+            MC_CHANCE, _chance, "chance", "{:.0%}", kind="choice", by_group=True, console=True, table=True
+        ),
+        ProbeMetric(
+            MC_P_VALUE,
+            None,
+            "p vs chance",
+            format_p,
+            better="lower",
+            kind="choice",
+            per_checkpoint=_p_vs_chance,
+            by_group=True,
+            console=True,
+            table=True,
+            description="exact one-sided binomial p of this accuracy by guessing",
+        ),
     ]
 }
 
@@ -199,12 +294,21 @@ def metrics(**where: bool | str) -> list[ProbeMetric]:
 
 
 def aggregated() -> list[ProbeMetric]:
-    return [m for m in METRICS.values() if m.aggregate is not None]
+    return [m for m in METRICS.values() if m.summarized]
 
 
 def score_answer(answer: Answer) -> dict:
     """Every metric that applies to this answer: {name: value} (flat, for records and tables)."""
-    return {m.name: m.compute(answer) for m in METRICS.values() if m.applies(answer)}
+    return {
+        m.name: m.compute(answer)
+        for m in METRICS.values()
+        if m.compute is not None and m.kind == answer.kind and m.applies(answer)
+    }
+
+
+def decoding_kind(decoding: str) -> str:
+    """The kind of answers a decoding's records hold: "choice" for CHOICE_DECODING, else "generation"."""
+    return "choice" if decoding == CHOICE_DECODING else "generation"
 
 
 # --------------------------------------------------------------------------- summary keys
@@ -243,12 +347,18 @@ def summarize(records: list[dict]) -> dict[str, float]:
     for decoding in dict.fromkeys(r["decoding"] for r in records):
         rows = [r for r in records if r["decoding"] == decoding]
         for metric in aggregated():
-            _put(out, summary_key(decoding, metric.name), metric.aggregate(r.get(metric.name) for r in rows))
+            _put(out, summary_key(decoding, metric.name), _aggregate(metric, rows))
         for metric in [m for m in aggregated() if m.by_group]:
-            for label, subset in question_groups([r for r in rows if r.get(metric.name) is not None]).items():
-                value = metric.aggregate(r[metric.name] for r in subset)
-                _put(out, summary_key(decoding, metric.name, label), value)
+            scored = rows if metric.per_checkpoint else [r for r in rows if r.get(metric.name) is not None]
+            for label, subset in question_groups(scored).items():
+                _put(out, summary_key(decoding, metric.name, label), _aggregate(metric, subset))
     return out
+
+
+def _aggregate(metric: ProbeMetric, rows: list[dict]) -> float | None:
+    if metric.per_checkpoint is not None:
+        return metric.per_checkpoint(rows)
+    return metric.aggregate(r.get(metric.name) for r in rows)
 
 
 def _put(out: dict, key: str, value: float | None) -> None:
@@ -315,17 +425,23 @@ def format_summary(
     n_questions: int,
     seconds: float | None = None,
     overhead: float | None = None,
+    n_choice: int = 0,
 ) -> str:
-    """Console lines for one checkpoint: the ``console`` metrics per decoding, time spent."""
+    """Console lines for one checkpoint: the ``console`` metrics per decoding, time spent.
+    ``n_questions`` generated (under each decoding), ``n_choice`` multiple-choice ones (scored once)."""
     decodings = summary_decodings(summary)
-    head = f"probe checkpoint-{step}: {n_questions} questions x {len(decodings)} decodings"
+    generated = [d for d in decodings if decoding_kind(d) == "generation"]
+    asked = [f"{n_questions} questions x {len(generated)} decodings"] if n_questions or not n_choice else []
+    head = f"probe checkpoint-{step}: " + " + ".join(
+        asked + ([f"{n_choice} multiple choice"] if n_choice else [])
+    )
     if seconds is not None:
         head += f" in {seconds:.1f}s"
     if overhead is not None:
         head += f" ({overhead:.1%} of this session's wall time)"
     lines = [head]
     for decoding in decodings:
-        shown = metrics(console=True)
+        shown = metrics(console=True, kind=decoding_kind(decoding))
         cells = [
             f"{m.label} {m.format(summary.get(summary_key(decoding, m.name)))}"
             for m in shown
@@ -339,6 +455,11 @@ def format_summary(
 def _group_cell(metric: ProbeMetric, summary: dict[str, float], decoding: str) -> str:
     """ "knowledge raw 50% (sft 58%, heldout 42%); chat 0% (sft 0%)"; "" when nothing was scored."""
     labels = summary_labels([summary], metric.name, decoding)
+    shown = {
+        metric.format(summary.get(summary_key(decoding, metric.name, label))) for label in [None, *labels]
+    }
+    if labels and len(shown) == 1:  # the same everywhere (a chance level): once is enough
+        return f"{metric.label} {shown.pop()}"
     parts = []
     for mode, groups in labels_by_mode(labels).items():
         value = summary.get(summary_key(decoding, metric.name, mode))

@@ -16,6 +16,19 @@ world's completions.jsonl / qa_heldout.jsonl):
         group: heldout                  # optional: knowledge is also reported per group
       - messages: [{role: system, content: ...}, {role: user, content: ...}]
         id: sys-q                       # optional stable id; default: the question text
+      - question: 王伟出生在哪里？        # multiple choice (raw 'prompt' or chat): not generated but
+        choices: [成都, 北京, 厦门]       #   scored, each choice by its log-likelihood after the
+        answer: 北京                    #   prompt (mini_lm/scoring.py); answer: the text, 1, or "B"
+    multiple_choice: [...]              # optional: more multiple-choice questions (synth-world's)
+
+Multiple-choice records carry the pseudo-decoding ``likelihood`` (``CHOICE_DECODING``): the
+answer is the choice with the highest log-likelihood per character, and ``mc_accuracy``,
+``mc_chance`` and the significance of beating chance are summarized (mini_lm/probe_metrics.py).
+
+The built-in set follows the run's language (``probe_language: auto``): the training data the
+Trainer holds is decoded (a sample of its rows) and classified by ``metrics.text_language``
+(share of Han characters among the units: >= 80% Chinese, <= 20% English, else both); without
+training data, the tokenizer's vocabulary: "en" when under 1% of its entries are Chinese, else both.
 """
 
 from __future__ import annotations
@@ -29,8 +42,11 @@ import yaml
 
 from .config import ProbeArguments
 from .generation import GenerationSettings, generate, render_chat_prompt
-from .probe_metrics import Answer, score_answer
+from .metrics import text_language
+from .multiple_choice import BenchmarkDataError, check_choices, resolve_answer
+from .probe_metrics import CHOICE_DECODING, Answer, score_answer
 from .records import RecordError, read_records
+from .scoring import ChoiceScore, best_choice, score_choices
 from .text_files import read_text
 
 DEFAULT_QUESTIONS = Path(__file__).parent / "assets" / "probe_questions.yaml"
@@ -52,6 +68,13 @@ class ProbeQuestion:
     expected: str | None = None
     keywords: list[str] | None = None
     group: str | None = None
+    choices: list[str] | None = None  # multiple choice: scored by likelihood, not generated
+    answer: int | None = None  # multiple choice: index of the right choice
+    lang: str | None = None  # "zh" | "en": the built-in set is filtered by the run's language
+
+    @property
+    def kind(self) -> str:
+        return "choice" if self.choices is not None else "generation"
 
     def render(self, tokenizer) -> str:
         return render_chat_prompt(tokenizer, self.messages) if self.mode == "chat" else self.text
@@ -74,16 +97,13 @@ def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]
     else:
         text = read_text(path)  # a BOM or a GBK file, as every user file (mini_lm/text_files.py)
         data = _parse_json(text, str(path)) if path.suffix == ".json" else _parse_yaml(text, path)
-        raw = data.get("questions") if isinstance(data, dict) else data
-        if not isinstance(raw, list):
-            raise ProbeConfigError(f"{path}: expected a list of questions (or a mapping with 'questions:')")
-        where = [f"{path}: question {i + 1}" for i in range(len(raw))]
+        raw, where = _question_lists(data, path)
     questions = [_parse_question(record, at) for record, at in zip(raw, where)]
     if not questions:
         raise ProbeConfigError(f"{path}: no questions")
     seen: dict[str, str] = {}
     for question, at in zip(questions, where):
-        key = f"{question.mode}:{question.id}"
+        key = f"{question.kind}:{question.mode}:{question.id}"
         if key in seen:
             raise ProbeConfigError(
                 f"{at}: duplicate question id {question.id!r} (first at {seen[key]}); "
@@ -91,6 +111,23 @@ def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]
             )
         seen[key] = at
     return questions
+
+
+def _question_lists(data, path: Path) -> tuple[list, list[str]]:
+    """A list of questions, or a mapping with ``questions:`` and/or ``multiple_choice:`` lists."""
+    if not isinstance(data, dict):
+        data = {"questions": data}
+    if not any(isinstance(data.get(key), list) for key in ("questions", "multiple_choice")):
+        raise ProbeConfigError(f"{path}: expected a list of questions (or a mapping with 'questions:')")
+    raw, where = [], []
+    for key, name in (("questions", "question"), ("multiple_choice", "multiple_choice question")):
+        for i, record in enumerate(data.get(key) or []):
+            at = f"{path}: {name} {i + 1}"
+            if key == "multiple_choice" and not (isinstance(record, dict) and "choices" in record):
+                raise ProbeConfigError(f"{at}: needs 'choices' and 'answer'")
+            raw.append(record)
+            where.append(at)
+    return raw, where
 
 
 def _parse_json(text: str, where: str):
@@ -120,6 +157,8 @@ _KNOWN_FIELDS = {
     "lang",
     "attribute",
     "mode",
+    "choices",
+    "answer",
 }
 
 
@@ -153,6 +192,9 @@ def _parse_question(record, where: str) -> ProbeQuestion:
         raise ProbeConfigError(f"{where}: 'keywords' must be a list of strings")
     expected = record.get("expected")
     group = record.get("group", record.get("split"))
+    choices, answer = _choices(record, where)
+    if choices is not None:
+        expected = choices[answer]  # what a right answer reads: shown in the report
     return ProbeQuestion(
         id=str(record.get("id", text)),
         mode=mode,
@@ -161,7 +203,28 @@ def _parse_question(record, where: str) -> ProbeQuestion:
         expected=None if expected is None else str(expected),
         keywords=keywords or None,
         group=None if group is None else str(group),
+        choices=choices,
+        answer=answer,
+        lang=None if record.get("lang") is None else str(record["lang"]),
     )
+
+
+def _choices(record: dict, where: str) -> tuple[list[str] | None, int | None]:
+    """(choices, index of the right one) of a multiple-choice record; (None, None) otherwise."""
+    if "choices" not in record:
+        if "answer" in record:
+            raise ProbeConfigError(
+                f"{where}: 'answer' belongs to a multiple-choice question (with 'choices'); "
+                "the reference of a generated answer is 'expected'"
+            )
+        return None, None
+    if "answer" not in record:
+        raise ProbeConfigError(f"{where}: a multiple-choice question needs 'answer' (the right choice)")
+    try:
+        choices = check_choices(record["choices"], where)
+        return choices, resolve_answer(record["answer"], choices, where)
+    except BenchmarkDataError as err:
+        raise ProbeConfigError(str(err)) from err
 
 
 def _string(record: dict, key: str, where: str) -> str:
@@ -199,17 +262,32 @@ def check_questions_fit(
             f"{len(chat)} probe question(s) are chat questions (e.g. {chat[0].text!r}) but the tokenizer has no "
             "chat template: use raw 'prompt' questions (probe_questions: FILE) or a tokenizer with a template"
         )
-    if max_positions:
-        lengths = [
-            len(tokenizer(q.render(tokenizer), add_special_tokens=False)["input_ids"]) for q in questions
-        ]
-        n, longest = max(zip(lengths, questions), key=lambda pair: pair[0])
-        if n + max_new_tokens > max_positions:
-            raise ProbeConfigError(
-                f"probe question {longest.text!r} is {n} tokens; with probe_max_new_tokens={max_new_tokens} it "
-                f"exceeds the model's {max_positions} positions: lower probe_max_new_tokens to "
-                f"{max(max_positions - n, 0)}, shorten the question, or set probe: false"
+    if not max_positions:
+        return
+    prompts = {id(q): _tokens(tokenizer, q.render(tokenizer)) for q in questions}
+
+    def answer(q: ProbeQuestion) -> int:  # generated tokens, or the longest choice's
+        return max_new_tokens if q.kind == "generation" else max(_tokens(tokenizer, c) for c in q.choices)
+
+    longest = max(questions, key=lambda q: prompts[id(q)] + answer(q))
+    n = prompts[id(longest)]
+    if n + answer(longest) > max_positions:
+        what, fix = (
+            (
+                f"with probe_max_new_tokens={max_new_tokens}",
+                f"lower probe_max_new_tokens to {max(max_positions - n, 0)}, ",
             )
+            if longest.kind == "generation"
+            else ("with its longest choice", "shorten its choices, ")
+        )
+        raise ProbeConfigError(
+            f"probe question {longest.text!r} is {n} tokens; {what} it exceeds the model's {max_positions} "
+            f"positions: {fix}shorten the question, or set probe: false"
+        )
+
+
+def _tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def save_probe_config(
@@ -230,6 +308,41 @@ def load_probe_config(run_dir: str | os.PathLike) -> tuple[ProbeArguments, list[
 
 
 # --------------------------------------------------------------------------- decoding
+
+
+# --------------------------------------------------------------------------- language
+
+
+def for_language(questions: list[ProbeQuestion], language: str) -> list[ProbeQuestion]:
+    """The questions of one language ("zh" / "en"; questions without ``lang`` always stay);
+    "mixed" and "all" keep every question."""
+    if language not in ("zh", "en"):
+        return questions
+    return [q for q in questions if q.lang in (None, language)]
+
+
+def data_language(dataset, tokenizer, rows: int = 64) -> str | None:
+    """The language of tokenized training data: ``rows`` rows spread over it, decoded and classified
+    by ``metrics.text_language``; None when the dataset has no rows to read."""
+    try:
+        n = len(dataset)
+        sample = [dataset[i] for i in range(0, n, max(1, n // rows))][:rows]
+    except (TypeError, NotImplementedError):  # an IterableDataset: its first rows
+        sample = [row for _, row in zip(range(rows), dataset)]
+    texts = [
+        tokenizer.decode(row["input_ids"], skip_special_tokens=True) for row in sample if "input_ids" in row
+    ]
+    return text_language(texts) if texts else None
+
+
+def tokenizer_language(tokenizer, tokens: int = 5000) -> str:
+    """What a vocabulary can tell (up to ``tokens`` entries spread over it): "en" when under 1% of
+    them hold a Chinese character (GPT-2's), else "mixed" (byte-level BPEs of Chinese corpora hold
+    many English pieces too, so a vocabulary never proves a run Chinese-only)."""
+    size = len(tokenizer)
+    pieces = [tokenizer.decode([i]) for i in range(0, size, max(1, size // tokens))]
+    chinese = sum(text_language([p]) == "zh" for p in pieces)
+    return "mixed" if chinese >= 0.01 * len(pieces) else "en"
 
 
 def decoding_settings(args: ProbeArguments) -> dict[str, GenerationSettings]:
@@ -267,16 +380,68 @@ def probe_model(
     decodings: dict[str, GenerationSettings],
     batch_size: int = 32,
 ) -> list[dict]:
-    """Every question under every decoding -> one record each, with the settings and metrics."""
-    prompts = [q.render(tokenizer) for q in questions]
+    """Every question under every decoding -> one record each, with the settings and metrics;
+    multiple-choice questions are not generated but scored, once (``choice_records``)."""
+    generated = [q for q in questions if q.kind == "generation"]
+    prompts = [q.render(tokenizer) for q in generated]
     records = []
-    for name, settings in decodings.items():
+    for name, settings in decodings.items() if generated else ():
         results = generate(model, tokenizer, prompts, settings, batch_size=batch_size)
-        for question, result in zip(questions, results):
+        for question, result in zip(generated, results):
             records.append(
                 answer_record(question, name, settings, result.text, result.stopped, len(result.token_ids))
             )
-    return records
+    return records + choice_records(
+        model, tokenizer, [q for q in questions if q.kind == "choice"], batch_size
+    )
+
+
+def choice_records(model, tokenizer, questions: list[ProbeQuestion], batch_size: int = 32) -> list[dict]:
+    """Multiple-choice questions scored by log-likelihood: one record each (``choice_record``).
+    ``batch_size`` counts prompt+choice rows per forward."""
+    if not questions:
+        return []
+    prompts = [q.render(tokenizer) for q in questions]
+    scores = score_choices(model, tokenizer, prompts, [q.choices for q in questions], batch_size=batch_size)
+    return [choice_record(q, s) for q, s in zip(questions, scores)]
+
+
+CHOICE_SETTINGS = {"scored": "log-likelihood of each choice", "picked_by": "log-likelihood per character"}
+
+
+def choice_record(question: ProbeQuestion, scores: list[ChoiceScore]) -> dict:
+    """One multiple-choice answer: the choice picked (highest log-likelihood per character, lm-eval's
+    acc_norm; ``mc_accuracy_sum``: by the summed log-likelihood, its acc), every choice's
+    log-likelihood, and the registry's choice metrics."""
+    predicted, predicted_sum = best_choice(scores, "char"), best_choice(scores, "sum")
+    scored = Answer(
+        question.choices[predicted],
+        stopped=False,
+        n_tokens=0,
+        max_new_tokens=0,
+        expected=question.expected,
+        choices=question.choices,
+        answer_index=question.answer,
+        predicted=predicted,
+        predicted_sum=predicted_sum,
+    )
+    return {
+        "question_id": question.id,
+        "mode": question.mode,
+        "question": question.text,
+        "group": question.group,
+        "expected": question.expected,
+        "keywords": None,
+        "decoding": CHOICE_DECODING,
+        "settings": CHOICE_SETTINGS,
+        "answer": question.choices[predicted],
+        "choices": question.choices,
+        "answer_index": question.answer,
+        "choice_logprobs": [s.logprob for s in scores],
+        "choice_tokens": [s.n_tokens for s in scores],
+        "truncated": any(s.truncated for s in scores),
+        **score_answer(scored),
+    }
 
 
 def probe_checkpoint(
@@ -346,6 +511,15 @@ def losses_at(log_history: list[dict], step: int) -> dict[str, float | None]:
 
 def record_key(record: dict) -> tuple:
     return record["step"], record["mode"], record["question_id"], record["decoding"]
+
+
+def expected_keys(questions: list[ProbeQuestion], decodings, step: int) -> set[tuple]:
+    """The record keys a complete probe of checkpoint ``step`` writes."""
+    return {
+        record_key({"step": step, "mode": q.mode, "question_id": q.id, "decoding": d})
+        for q in questions
+        for d in (decodings if q.kind == "generation" else [CHOICE_DECODING])
+    }
 
 
 def read_probe_records(path: str | os.PathLike) -> list[dict]:

@@ -3,7 +3,11 @@
     write_report(["runs/quickstart/pretrain", "runs/quickstart/sft"], "runs/quickstart/report")
 
 The layout follows seed 000: a timeline of answers per checkpoint headed by its train/eval loss,
-preceded by a table of per-checkpoint metrics and three plots (loss, repetition, knowledge).
+preceded by the run's milestones (``mini_lm/milestones.py``: when answers stopped looping, first
+ended at EOS, each question group was first answered right, multiple choice and benchmarks first
+beat chance), a table of per-checkpoint metrics, benchmark results (benchmarks.jsonl, written by
+``mini-lm eval RUN_DIR`` and the probe callback's ``probe_benchmark``) and plots (loss,
+repetition, knowledge, multiple choice, benchmarks).
 Several run dirs are stages of one story (pretraining, then SFT from its model): they are laid
 end to end on one step axis. Everything comes from files runs leave behind (probes.jsonl or
 checkpoint-*/probe.jsonl, trainer_state.json), so a report can be made while a run is going.
@@ -17,7 +21,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .probe_metrics import labels_by_mode, metrics, split_group_label, summarize, summary_key, summary_labels
+from .evaluation import OVERALL, BenchmarkStore
+from .metrics import SIGNIFICANCE
+from .milestones import find_milestones
+from .probe_metrics import (
+    CHOICE_DECODING,
+    MC_ACCURACY,
+    MC_CHANCE,
+    MC_P_VALUE,
+    decoding_kind,
+    format_p,
+    labels_by_mode,
+    metrics,
+    split_group_label,
+    summarize,
+    summary_key,
+    summary_labels,
+)
 from .probing import CHECKPOINT_FILE, ProbeStore, read_probe_records, record_key
 
 
@@ -31,6 +51,7 @@ class Stage:
     history: list[dict]
     records: list[dict]
     steps: list[int] = field(default_factory=list)  # probed checkpoints
+    benchmarks: list[dict] = field(default_factory=list)  # benchmarks.jsonl: a line per step, label, subject
 
     @property
     def last_step(self) -> int:
@@ -85,14 +106,15 @@ def load_stages(run_dirs: list[str | Path]) -> list[Stage]:
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run dir not found: {run_dir}")
         records, history = load_probe_records(run_dir), load_log_history(run_dir)
-        if not records and not history:
+        benchmarks = BenchmarkStore(run_dir).records()
+        if not records and not history and not benchmarks:
             raise ValueError(
-                f"{run_dir}: no probes.jsonl, checkpoint-*/probe.jsonl or trainer_state.json to report on"
+                f"{run_dir}: no probes.jsonl, checkpoint-*/probe.jsonl, benchmarks.jsonl or "
+                "trainer_state.json to report on"
             )
         offset = stages[-1].offset + stages[-1].last_step if stages else 0
-        stages.append(
-            Stage(run_dir.name, run_dir, offset, history, records, sorted({r["step"] for r in records}))
-        )
+        steps = sorted({r["step"] for r in records})
+        stages.append(Stage(run_dir.name, run_dir, offset, history, records, steps, benchmarks))
     return stages
 
 
@@ -109,12 +131,15 @@ def write_report(run_dirs: str | Path | list[str | Path], out_dir: str | Path | 
         for rows in [[r for r in stage.records if r["step"] == step]]
     ]
     decodings = list(dict.fromkeys(r["decoding"] for stage in stages for r in stage.records))
+    generated = [d for d in decodings if decoding_kind(d) == "generation"]
     plots = [
         name
         for name, made in (
             ("loss.png", plot_loss(stages, out / "loss.png")),
-            ("repetition.png", plot_repetition(stages, points, decodings, out / "repetition.png")),
-            ("knowledge.png", plot_knowledge(stages, points, decodings, out / "knowledge.png")),
+            ("repetition.png", plot_repetition(stages, points, generated, out / "repetition.png")),
+            ("knowledge.png", plot_knowledge(stages, points, generated, out / "knowledge.png")),
+            ("multiple_choice.png", plot_choice(stages, points, out / "multiple_choice.png")),
+            ("benchmarks.png", plot_benchmarks(stages, out / "benchmarks.png")),
         )
         if made
     ]
@@ -138,8 +163,10 @@ def render_markdown(stages: list[Stage], points: list[Point], decodings: list[st
         lines += _stage_boundaries(stages)
     for stage in stages:
         lines += _stage_facts(stage, len(stages) > 1)
+    lines += _milestones(stages, points)
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    lines += _benchmark_table(stages)
     if not points:
         return "\n".join(lines + ["No probe results yet (they are written at each checkpoint save).", ""])
     lines += ["## Maturity per checkpoint", "", *_metrics_table(points, decodings, len(stages) > 1), ""]
@@ -205,11 +232,63 @@ def _stage_facts(stage: Stage, named: bool) -> list[str]:
     return head + [f"- {f}" for f in facts] + [""]
 
 
+def _where(stage: Stage, step: int, named: bool) -> str:
+    return f"{stage.name} · step {step}" if named else f"step {step}"
+
+
+def _milestones(stages: list[Stage], points: list[Point]) -> list[str]:
+    """The header timeline: when each sign of maturity first showed (``mini_lm/milestones.py``)."""
+    named = len(stages) > 1
+    probed = [(p.x, _where(p.stage, p.step, named), p.summary) for p in points]
+    evaluated = [
+        (stage.offset + step, _where(stage, step, named), rows)
+        for stage in stages
+        for step in dict.fromkeys(r["step"] for r in stage.benchmarks)
+        for rows in [
+            {r["label"]: r for r in stage.benchmarks if r["step"] == step and r["subject"] == OVERALL}
+        ]
+    ]
+    found = find_milestones(probed, evaluated)
+    if not found:
+        return []
+    rows = ["| first at | milestone | there |", "|---|---|---|"]
+    rows += [f"| {m.at or 'not yet'} | {m.what} | {m.detail} |" for m in found]
+    return ["## Milestones", "", *rows, ""]
+
+
+def _benchmark_table(stages: list[Stage]) -> list[str]:
+    """Benchmark accuracy per evaluated checkpoint, with chance, significance and each subject."""
+    named = len(stages) > 1
+    rows = []
+    for stage in stages:
+        for r in [r for r in stage.benchmarks if r["subject"] == OVERALL]:
+            subjects = [
+                s
+                for s in stage.benchmarks
+                if s["step"] == r["step"] and s["label"] == r["label"] and s["subject"] != OVERALL
+            ]
+            detail = ", ".join(f"{s['subject']} {s['accuracy']:.0%}" for s in subjects)
+            rows.append(
+                f"| {_where(stage, r['step'], named)} | {r['label']} | {r['n']} | {r['accuracy']:.1%} "
+                f"| {r['chance']:.1%} | {format_p(r['p_value'])} | {detail} |"
+            )
+    if not rows:
+        return []
+    head = [
+        "| checkpoint | benchmark | n | accuracy | chance | p vs chance | per subject |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    note = f"✓: beats chance (p < {SIGNIFICANCE}, exact one-sided binomial test); from benchmarks.jsonl (`mini-lm eval RUN_DIR`, or `probe_benchmark` at every save)."
+    return ["## Benchmarks", "", *head, *rows, "", note, ""]
+
+
 def _metrics_table(points: list[Point], decodings: list[str], named: bool) -> list[str]:
-    """One row per checkpoint and decoding: the registry's ``table`` metrics, then its ``by_group``
-    table metrics per question group ("knowledge raw/heldout"); "n/a" where nothing was scored."""
-    columns = metrics(table=True)
-    grouped = [(m, label) for m in columns if m.by_group for label in _labels(points, m.name)]
+    """One row per checkpoint and decoding: the registry's ``table`` metrics of the kinds of answers
+    the run has, then its ``group_columns`` metrics per question group ("knowledge raw/heldout");
+    "n/a" where nothing was scored."""
+    kinds = {decoding_kind(d) for d in decodings}
+    columns = [m for m in metrics(table=True) if m.kind in kinds]
+    grouped = [(m, label) for m in columns if m.group_columns for label in _labels(points, m.name)]
     header = (["stage"] if named else []) + ["step", "train loss", "eval loss", "decoding"]
     header += [m.label for m in columns] + [f"{m.label} {label}" for m, label in grouped]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -258,7 +337,7 @@ def _timeline_entry(point: Point, decodings: list[str], named: bool) -> list[str
         lines += [f"**{decoding}**", "```"]
         for r in rows:
             marks = (
-                {1.0: " ✓", 0.0: " ✗"}.get(r.get("knowledge_contains"), "")
+                {1.0: " ✓", 0.0: " ✗"}.get(r.get("knowledge_contains", r.get(MC_ACCURACY)), "")
                 + (" 🔁" if r.get("repetitive") else "")
                 + (" ✂" if r.get("hit_max_new_tokens") else "")
             )
@@ -359,6 +438,62 @@ def plot_repetition(stages: list[Stage], points: list[Point], decodings: list[st
         ax.set(title=f"Repetition ({decoding})", ylim=(-0.02, 1.02))
     axes[0].set_ylabel("rate")
     axes[-1].legend(loc="best", fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_choice(stages: list[Stage], points: list[Point], path: Path) -> bool:
+    """Multiple-choice accuracy (the registry's ``plot="choice"`` metrics) per mode and question
+    group, with the chance level dotted; a filled marker where it beats chance (p < 0.05)."""
+    labels = _labels(points, MC_ACCURACY)
+    modes = labels_by_mode(labels)
+    if not modes:
+        return False
+    plt = _pyplot()
+    fig, axes = _axes(plt, stages, ncols=len(modes), sharey=True)
+    for ax, (mode, groups) in zip(axes, modes.items()):
+        for j, label in enumerate(groups or [mode]):
+            for metric in metrics(plot="choice"):
+                xs = [p.x for p in points]
+                ys = [
+                    p.summary.get(summary_key(CHOICE_DECODING, metric.name, label), float("nan"))
+                    for p in points
+                ]
+                (line,) = ax.plot(xs, ys, "-", color=f"C{j}", label=split_group_label(label)[1] or "all")
+                beats = [
+                    (x, y)
+                    for p, x, y in zip(points, xs, ys)
+                    if p.summary.get(summary_key(CHOICE_DECODING, MC_P_VALUE, label), 1.0) < SIGNIFICANCE
+                ]
+                ax.plot(xs, ys, "o", mfc="none", color=line.get_color())
+                if beats:
+                    ax.plot(*zip(*beats), "o", color=line.get_color())
+            chance = [
+                p.summary.get(summary_key(CHOICE_DECODING, MC_CHANCE, label), float("nan")) for p in points
+            ]
+            ax.plot([p.x for p in points], chance, ":", color=f"C{j}", linewidth=1)
+        ax.set(title=f"Multiple choice ({mode} questions)", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=8, title="dotted: chance; filled: p < 0.05", title_fontsize=7)
+    axes[0].set_ylabel("accuracy")
+    return _save(plt, fig, path)
+
+
+def plot_benchmarks(stages: list[Stage], path: Path) -> bool:
+    """Overall accuracy of each benchmark per evaluated checkpoint, chance dotted."""
+    rows = [
+        (stage.offset + r["step"], r) for stage in stages for r in stage.benchmarks if r["subject"] == OVERALL
+    ]
+    if not rows:
+        return False
+    plt = _pyplot()
+    fig, (ax,) = _axes(plt, stages)
+    for i, label in enumerate(dict.fromkeys(r["label"] for _, r in rows)):
+        mine = sorted((x, r) for x, r in rows if r["label"] == label)
+        ax.plot([x for x, _ in mine], [r["accuracy"] for _, r in mine], "o-", color=f"C{i}", label=label)
+        ax.plot(
+            [x for x, _ in mine], [r["chance"] for _, r in mine], ":", color=f"C{i}", label=f"{label}: chance"
+        )
+    ax.set(title="Benchmarks", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=8)
     return _save(plt, fig, path)
 
 

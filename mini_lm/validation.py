@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import TrainingArguments
 
 from .config import (
+    PROBE_LANGUAGES,
     LoraArguments,
     MLMArguments,
     ModelArguments,
@@ -31,6 +33,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .models.bert_adapter import context_window
+from .multiple_choice import BENCHMARKS, MAX_SHOTS
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,33 @@ def check_eval_has_data(args: RecipeArgs) -> None:
         )
 
 
+def check_probe_benchmark(args: RecipeArgs) -> None:
+    """The built-in questions' language, and the benchmark slice scored at every save."""
+    probe = args.probe
+    if probe is None or not probe.probe:
+        return
+    if probe.probe_language not in PROBE_LANGUAGES:
+        raise ConfigError(
+            f"probe_language={probe.probe_language!r}; choose from {', '.join(PROBE_LANGUAGES)}"
+        )
+    if not probe.probe_benchmark:
+        return
+    if probe.probe_benchmark not in BENCHMARKS:
+        raise ConfigError(f"probe_benchmark={probe.probe_benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    data = probe.probe_benchmark_data
+    if not data or not Path(data).exists():
+        raise ConfigError(
+            f"probe_benchmark={probe.probe_benchmark} needs probe_benchmark_data: "
+            + (f"{data} not found" if data else "the CMMLU folder (dev/, test/) or the mc file")
+        )
+    if probe.probe_benchmark_limit < 1:
+        raise ConfigError(
+            f"probe_benchmark_limit={probe.probe_benchmark_limit}: score at least 1 question per subject"
+        )
+    if not 0 <= probe.probe_benchmark_shots <= MAX_SHOTS:
+        raise ConfigError(f"probe_benchmark_shots={probe.probe_benchmark_shots}: choose 0..{MAX_SHOTS}")
+
+
 Check = Callable[[RecipeArgs], None]
 
 # In order: the first failing check names the problem.
@@ -207,6 +237,7 @@ CHECKS: list[Check] = [
     check_dpo_recipe,
     check_streaming_has_max_steps,
     check_eval_has_data,
+    check_probe_benchmark,
 ]
 
 

@@ -81,7 +81,7 @@ def test_probes_every_save_resume_without_loss_or_duplicates_then_report(world, 
         monkeypatch.delenv(var, raising=False)
     out = tmp_path / "run"
     questions = load_questions(world["probe_questions"])
-    per_checkpoint = len(questions) * 2  # greedy + sampled
+    per_checkpoint = sum(2 if q.kind == "generation" else 1 for q in questions)  # greedy + sampled; MC once
     common = [
         *TINY,
         "--train_files",
@@ -173,6 +173,70 @@ def _tensorboard_text_steps(out: Path) -> list[int]:
             steps += [e.step for e in acc.Tensors("probe/answers/text_summary")]
             assert "probe/greedy/distinct_2" in acc.Tags()["scalars"]
     return sorted(steps)
+
+
+@pytest.mark.slow
+def test_multiple_choice_and_a_benchmark_slice_at_every_save(world, tmp_path, shared_data):
+    """The world's multiple-choice questions are scored by likelihood at every save, next to the
+    generated ones, and a 2-question-per-subject CMMLU slice goes to benchmarks.jsonl, TensorBoard
+    and the report (a table, a plot, a milestone)."""
+    out = tmp_path / "run"
+    pretrain(
+        *TINY,
+        "--max_position_embeddings",  # CMMLU prompts in a 320-token BPE of the world's names: long
+        "512",
+        "--train_files",
+        world["bios"],
+        "--output_dir",
+        out,
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--probe_questions",
+        world["probe_questions"],
+        "--probe_decoding",
+        "greedy",
+        "--report_to",
+        "tensorboard",
+        "--probe_benchmark",
+        "cmmlu",
+        "--probe_benchmark_data",
+        shared_data / "eval/cmmlu",
+        "--probe_benchmark_subjects",
+        "agronomy",
+        "anatomy",
+        "--probe_benchmark_limit",
+        "2",
+    )
+    records = lines(out / "probes.jsonl")
+    choice = [r for r in records if r["decoding"] == "likelihood"]
+    assert Counter(r["step"] for r in choice) == {2: 48, 4: 48}  # every MC question, once per save
+    assert all(len(r["choice_logprobs"]) == 4 and r["mc_chance"] == 0.25 for r in choice)
+    benchmarks = lines(out / "benchmarks.jsonl")
+    assert [(r["step"], r["subject"], r["n"]) for r in benchmarks] == [
+        (step, subject, n) for step in (2, 4) for subject, n in (("agronomy", 2), ("anatomy", 2), ("all", 4))
+    ]
+    assert "benchmark/cmmlu_0shot_limit2/accuracy" in _tensorboard_scalars(out)
+    assert cli(["report", str(out)]) == 0
+    report = (out / "report/report.md").read_text(encoding="utf-8")
+    assert "| multiple-choice accuracy beats chance (raw/heldout) |" in report
+    assert (
+        "| cmmlu 0-shot, 2/subject beats chance |" in report
+        and "| step 4 | cmmlu 0-shot, 2/subject | 4 |" in report
+    )
+    assert (out / "report/multiple_choice.png").is_file() and (out / "report/benchmarks.png").is_file()
+
+
+def _tensorboard_scalars(out: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (out / "runs").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
 
 
 @pytest.mark.slow

@@ -67,7 +67,8 @@ def test_default_questions_and_world_files(tmp_path):
     assert {"中国的历史", "人工智能是", "李白是谁？", "who are you?"} <= {q.text for q in default}
     paths = write_world(tmp_path, seed=0, n_people=20)
     probe = load_questions(paths["probe_questions"])
-    assert len(probe) == 2 * 2 * 2 * 3 * 2  # 2 people per split x 2 splits x zh/en x 3 facts x raw/chat
+    # 2 people per split x 2 splits x zh/en x 3 facts x raw/chat, generated and multiple choice
+    assert [q.kind for q in probe] == ["generation"] * 48 + ["choice"] * 48
     assert {q.group for q in probe} == {"sft", "heldout"} and {q.mode for q in probe} == {"raw", "chat"}
     assert all(q.expected for q in probe)
     completions = load_questions(paths["completions"])  # JSONL: raw prompts, group from "split"

@@ -202,11 +202,9 @@ def test_sft_from_pretraining_checkpoint_packed(pretrained, world, tmp_path, cap
     probes = [json.loads(line) for line in (out / "probes.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted({p["step"] for p in probes}) == [4, 8]
     chat = [p for p in probes if p["mode"] == "chat"]
+    # generated under both decodings; the world's multiple-choice chat questions scored by likelihood
     assert {(p["step"], p["decoding"]) for p in chat} == {
-        (4, "greedy"),
-        (4, "sampled"),
-        (8, "greedy"),
-        (8, "sampled"),
+        (step, decoding) for step in (4, 8) for decoding in ("greedy", "sampled", "likelihood")
     }
 
 

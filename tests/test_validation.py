@@ -96,3 +96,29 @@ def test_a_new_check_is_one_function_in_checks(tmp_path, monkeypatch):
     validate(parsed(PRETRAIN_ARGUMENTS, tmp_path))
     with pytest.raises(ConfigError, match=r"dropout=1.5 must be in \[0, 1\]"):
         validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, "--dropout", "1.5"))
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--probe_language", "fr"], r"probe_language='fr'; choose from auto, zh, en, all"),
+        (["--probe_benchmark", "mmlu"], r"probe_benchmark='mmlu'; choose from cmmlu, mc"),
+        (["--probe_benchmark", "cmmlu"], r"needs probe_benchmark_data: the CMMLU folder"),
+        (
+            ["--probe_benchmark", "cmmlu", "--probe_benchmark_data", "nowhere"],
+            r"needs probe_benchmark_data: nowhere not found",
+        ),
+        (
+            ["--probe_benchmark", "cmmlu", "--probe_benchmark_data", ".", "--probe_benchmark_limit", "0"],
+            r"limit=0",
+        ),
+        (
+            ["--probe_benchmark", "cmmlu", "--probe_benchmark_data", ".", "--probe_benchmark_shots", "6"],
+            r"shots=6: choose 0\.\.5",
+        ),
+    ],
+)
+def test_probe_language_and_benchmark_slice_are_checked_before_any_work(tmp_path, flags, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, *flags))
+    validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, *flags, "--probe", "false"))  # probes off: not asked

@@ -1,6 +1,8 @@
 """``CheckpointProbe``: at every save, the model answers fixed questions; answers, metrics and the
 decoding settings go to checkpoint-N/probe.jsonl, the run's probes.jsonl, the logs (scalars on every
-reporter; W&B table and TensorBoard text) and the console.
+reporter; W&B table and TensorBoard text) and the console. Multiple-choice questions are scored by
+likelihood in the same pass; with ``probe_benchmark`` a slice of a benchmark (CMMLU, the first
+``probe_benchmark_limit`` questions per subject) is scored too, into the run's benchmarks.jsonl.
 
 Distributed runs: with whole-model replicas (DDP, ZeRO-1/2) rank 0 generates while the others wait
 in a gloo group of their own with a long timeout, so a slow probe never trips the training
@@ -19,17 +21,21 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .. import evaluation
 from ..config import ProbeArguments
 from ..probe_metrics import format_summary, metrics, summarize
 from ..probing import (
     ProbeQuestion,
     ProbeStore,
     check_questions_fit,
+    data_language,
     decoding_settings,
+    expected_keys,
+    for_language,
     load_questions,
     probe_checkpoint,
-    record_key,
     save_probe_config,
+    tokenizer_language,
 )
 from ..waiting import WaitingRoom
 
@@ -47,9 +53,10 @@ class CheckpointProbe(TrainerCallback):
         self.trainer = trainer
         self.args = args
         self.questions = questions or default_fit(
-            load_questions(args.probe_questions), args, trainer.processing_class
+            load_questions(args.probe_questions), args, trainer.processing_class, trainer.train_dataset
         )
         self.decodings = decoding_settings(args)
+        self.benchmark = benchmark_slice(args, trainer.processing_class)  # (spec, items) or None
         check_questions_fit(
             self.questions,
             trainer.processing_class,
@@ -57,6 +64,7 @@ class CheckpointProbe(TrainerCallback):
             getattr(trainer.model.config, "max_position_embeddings", None),
         )
         self.store = ProbeStore(trainer.args.output_dir)
+        self.benchmarks = evaluation.BenchmarkStore(trainer.args.output_dir)
         self.seconds = 0.0  # spent probing in this session
         self.failures = 0  # probes that raised (logged with their traceback)
         self._began: float | None = None
@@ -74,6 +82,7 @@ class CheckpointProbe(TrainerCallback):
             save_probe_config(args.output_dir, self.questions, self.args)
             # A resumed run restarts its timeline at global_step: later entries belong to the abandoned run.
             dropped = self.store.compact(keep_until_step=state.global_step)
+            dropped += self.benchmarks.compact(keep_until_step=state.global_step)
             if dropped:
                 logger.info(
                     "probes: dropped %d stale entries after step %d from %s",
@@ -102,12 +111,12 @@ class CheckpointProbe(TrainerCallback):
     def _probe(self, args, state, model) -> None:
         began = time.perf_counter()
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        records = None
+        records, bench = None, None
         if _parameters_sharded(self.trainer):
-            records = self._answer(model, state)  # collective: a failure here must stop every rank
+            records, bench = self._answer(model, state)  # collective: a failure here must stop every rank
         elif state.is_world_process_zero:
             try:
-                records = self._answer(model, state)
+                records, bench = self._answer(model, state)
             except Exception:  # e.g. out of memory while generating: days of training matter more
                 logger.exception(
                     "probe of checkpoint-%d failed; training goes on, `mini-lm probe %s "
@@ -119,24 +128,39 @@ class CheckpointProbe(TrainerCallback):
                 self.failures += 1
         if state.is_world_process_zero and records is not None:
             self.store.append(state.global_step, records, checkpoint if checkpoint.is_dir() else None)
+            if bench is not None:
+                self.benchmarks.append(state.global_step, bench)
         self._room.share(None)  # the other ranks wait here for rank 0 (long timeout)
         seconds = time.perf_counter() - began
         self.seconds += seconds
         if state.is_world_process_zero and records is not None:
             wall = max(time.perf_counter() - (self._began or began), 1e-9)
             summary = {**summarize(records), "probe/seconds": seconds, "probe/overhead": self.seconds / wall}
+            summary.update(evaluation.summary(bench) if bench is not None else {})
             self._report(state.global_step, records, summary)
+            n_choice = sum(q.kind == "choice" for q in self.questions)
             logger.info(
-                format_summary(state.global_step, summary, len(self.questions), seconds, self.seconds / wall)
+                format_summary(
+                    state.global_step,
+                    summary,
+                    len(self.questions) - n_choice,
+                    seconds,
+                    self.seconds / wall,
+                    n_choice=n_choice,
+                )
             )
+            if bench is not None:
+                logger.info(evaluation.format_table(bench))
 
-    def _answer(self, model, state) -> list[dict]:
+    def _answer(self, model, state) -> tuple[list[dict], evaluation.BenchmarkResult | None]:
+        """The probe records of this checkpoint, and the benchmark slice's result (None: none asked)."""
         device = next(model.parameters()).device
+        tokenizer = self.trainer.processing_class
         # Sampling seeds the global RNG; training must not notice the probe (dropout, shuffling).
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return probe_checkpoint(
+            records = probe_checkpoint(
                 model,
-                self.trainer.processing_class,
+                tokenizer,
                 self.questions,
                 self.decodings,
                 state.global_step,
@@ -144,14 +168,13 @@ class CheckpointProbe(TrainerCallback):
                 state.epoch,
                 self.args.probe_batch_size,
             )
+        if self.benchmark is None:
+            return records, None
+        spec, items = self.benchmark
+        return records, evaluation.evaluate(model, tokenizer, items, spec, self.args.probe_batch_size)
 
     def _missing_keys(self, step: int) -> bool:
-        wanted = {
-            record_key({"step": step, "mode": q.mode, "question_id": q.id, "decoding": d})
-            for q in self.questions
-            for d in self.decodings
-        }
-        return bool(wanted - self.store.keys_at(step))
+        return bool(expected_keys(self.questions, self.decodings, step) - self.store.keys_at(step))
 
     # ------------------------------------------------------------------ reporting
 
@@ -214,10 +237,24 @@ class CheckpointProbe(TrainerCallback):
         return self._table
 
 
-def default_fit(questions: list[ProbeQuestion], args: ProbeArguments, tokenizer) -> list[ProbeQuestion]:
-    """The built-in set has chat questions; a tokenizer without a chat template (a BERT one, a plain
-    GPT-2 one) skips them, counted. A file the user names is used as written (or fails)."""
-    if args.probe_questions or getattr(tokenizer, "chat_template", None):
+def default_fit(
+    questions: list[ProbeQuestion], args: ProbeArguments, tokenizer, dataset=None
+) -> list[ProbeQuestion]:
+    """The built-in set follows the run's language (``probe_language``; auto: the training data's,
+    else the tokenizer's) and has chat questions, which a tokenizer without a chat template (a
+    BERT one, a plain GPT-2 one) skips, counted. A file the user names is used as written (or fails)."""
+    if args.probe_questions:
+        return questions
+    language = args.probe_language
+    if language == "auto":
+        language = (data_language(dataset, tokenizer) if dataset is not None else None) or tokenizer_language(
+            tokenizer
+        )
+    questions = for_language(questions, language)
+    logger.info(
+        "probes: built-in questions for language %s (probe_language=%s)", language, args.probe_language
+    )
+    if getattr(tokenizer, "chat_template", None):
         return questions
     raw = [q for q in questions if q.mode == "raw"]
     logger.warning(
@@ -225,6 +262,21 @@ def default_fit(questions: list[ProbeQuestion], args: ProbeArguments, tokenizer)
         len(questions) - len(raw),
     )
     return raw
+
+
+def benchmark_slice(args: ProbeArguments, tokenizer) -> tuple[evaluation.BenchmarkSpec, list] | None:
+    """The benchmark questions scored at every save (``probe_benchmark``), loaded now so a bad
+    file fails before training."""
+    if not args.probe_benchmark:
+        return None
+    spec = evaluation.BenchmarkSpec(
+        args.probe_benchmark,
+        args.probe_benchmark_data,
+        args.probe_benchmark_subjects,
+        args.probe_benchmark_shots,
+        args.probe_benchmark_limit,
+    )
+    return spec, evaluation.load_benchmark(spec, tokenizer)
 
 
 CONTEXT_COLUMNS = [
@@ -242,7 +294,7 @@ CONTEXT_COLUMNS = [
 
 def table_columns() -> list[str]:
     """The W&B answers table: who answered what, then the registry's table metrics."""
-    return CONTEXT_COLUMNS + [m.name for m in metrics(table=True)]
+    return CONTEXT_COLUMNS + [m.name for m in metrics(table=True) if m.compute is not None]  # per answer
 
 
 def table_row(record: dict, columns: list[str]) -> list:
@@ -253,7 +305,7 @@ def answers_markdown(records: list[dict], limit: int = 200) -> str:
     """A Markdown table of answers (TensorBoard renders it in the Text tab)."""
     rows = ["| decoding | question | answer | expected | ✓ |", "|---|---|---|---|---|"]
     for r in records[:limit]:
-        mark = {None: "", 1.0: "✓", 0.0: "✗"}.get(r.get("knowledge_contains"), "")
+        mark = {None: "", 1.0: "✓", 0.0: "✗"}.get(r.get("knowledge_contains", r.get("mc_accuracy")), "")
         cells = [r["decoding"], r["question"], r["answer"], r.get("expected") or "", mark]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu | cuda | cuda:1 ... (default: cuda when available)")
     hints = typing.get_type_hints(ProbeArguments)
     for f in dataclasses.fields(ProbeArguments):
-        if f.name in ("probe", "probe_wait_minutes"):
-            continue
+        if f.name in ("probe", "probe_wait_minutes") or f.name.startswith("probe_benchmark"):
+            continue  # benchmarks offline: mini-lm eval RUN_DIR
         kind = hints[f.name]
         extra = {"nargs": "+"} if typing.get_origin(kind) is list else {"type": _scalar_type(kind)}
         # default None: "not given", so the run's own probe settings stay in force
@@ -56,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
         ProbeStore,
         check_questions_fit,
         decoding_settings,
+        for_language,
         load_probe_config,
         load_questions,
         probe_checkpoint,
+        tokenizer_language,
     )
     from ..report import checkpoints
 
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, f.name, None) is not None
     }
     probe_args = dataclasses.replace(probe_args, **given)
+    # The built-in set (no questions file): the run's language; "auto" offline: its tokenizer's.
+    builtin = ("probe_questions" in given or questions is None) and not probe_args.probe_questions
     if "probe_questions" in given or questions is None:
         questions = load_questions(probe_args.probe_questions)
     decodings = decoding_settings(probe_args)
@@ -83,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
     for checkpoint in found:
         began = time.perf_counter()
         model, tokenizer = load_for_generation(str(checkpoint), device=device)
+        if builtin:
+            language = probe_args.probe_language
+            questions = for_language(
+                questions, tokenizer_language(tokenizer) if language == "auto" else language
+            )
+            builtin = False
         check_questions_fit(
             questions,
             tokenizer,
@@ -101,8 +111,12 @@ def run(args: argparse.Namespace) -> int:
             probe_args.probe_batch_size,
         )
         store.append(_step(checkpoint), records, checkpoint)
+        n_choice = sum(q.kind == "choice" for q in questions)
+        seconds = time.perf_counter() - began
         print(
-            format_summary(_step(checkpoint), summarize(records), len(questions), time.perf_counter() - began)
+            format_summary(
+                _step(checkpoint), summarize(records), len(questions) - n_choice, seconds, n_choice=n_choice
+            )
         )
     store.compact()  # a re-probed checkpoint's newest answers replace the old ones
     print(f"{len(found)} checkpoint(s) probed -> {store.path}; next: mini-lm report {run_dir}")

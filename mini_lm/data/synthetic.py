@@ -287,21 +287,28 @@ class Person:
 
     def facts(self, lang: str) -> dict[str, str]:
         """Attribute -> value as written in ``lang``: {'birth_date': '1987年3月5日', ...}."""
-        i = 0 if lang == "zh" else 1
-        born = date.fromisoformat(self.birth_date)
-        when = (
-            f"{born.year}年{born.month}月{born.day}日"
-            if lang == "zh"
-            else f"{MONTHS[born.month - 1]} {born.day}, {born.year}"
-        )
-        return {
-            "birth_date": when,
-            "birthplace": CITIES[self.birthplace][i],
-            "university": UNIVERSITIES[self.university][i],
-            "major": MAJORS[self.major][i],
-            "employer": COMPANIES[self.employer][i],
-            "work_city": CITIES[self.work_city][i],
-        }
+        return {attr: fact_value(attr, getattr(self, attr), lang) for attr in ATTRIBUTES}
+
+
+# Where each attribute's values come from: an index into one of these, or (birth_date) an ISO date.
+CATALOGUES = {
+    "birthplace": CITIES,
+    "university": UNIVERSITIES,
+    "major": MAJORS,
+    "employer": COMPANIES,
+    "work_city": CITIES,
+}
+
+
+def fact_value(attr: str, key: int | str, lang: str) -> str:
+    """One attribute value as written in ``lang``: ('birthplace', 6, 'en') -> 'Chengdu',
+    ('birth_date', '1987-03-05', 'zh') -> '1987年3月5日'."""
+    if attr != "birth_date":
+        return CATALOGUES[attr][key][0 if lang == "zh" else 1]
+    born = date.fromisoformat(key)
+    if lang == "zh":
+        return f"{born.year}年{born.month}月{born.day}日"
+    return f"{MONTHS[born.month - 1]} {born.day}, {born.year}"
 
 
 @dataclass
@@ -366,24 +373,33 @@ def _pronouns(person: Person, lang: str) -> dict[str, str]:
     }
 
 
-def write_biography(person: Person, lang: str, rng: random.Random) -> str:
-    """All six facts, shuffled, one random phrasing each; the full name first, then a mix."""
+def write_biography(person: Person, lang: str, rng: random.Random, fullname: bool = False) -> str:
+    """All six facts, shuffled, one random phrasing each. The full name opens the biography; the
+    other sentences use it too with ``fullname``, else each one tosses a coin between name and
+    pronoun (so a fact may be stated only after "He", far from the name it belongs to)."""
     facts, order = person.facts(lang), list(ATTRIBUTES)
     rng.shuffle(order)
     sentences = []
     for k, attr in enumerate(order):
-        use_name = k == 0 or rng.random() < 0.5
+        use_name = fullname or k == 0 or rng.random() < 0.5
         slots = {"n": person.name(lang), "p": f"{person.name(lang)}'s"} if use_name else {}
         words = {**_pronouns(person, lang), **slots, "v": facts[attr]}
         sentences.append(rng.choice(BIO_TEMPLATES[lang][attr]).format(**words))
     return ("" if lang == "zh" else " ").join(sentences)
 
 
+def answer_sentence(person: Person, lang: str, attr: str, value: str | None = None) -> str:
+    """The sentence a chat answer states a fact with: ('en', 'birthplace') -> 'Wei Wang was born in
+    Chengdu.'; ``value`` replaces the person's own (a multiple-choice distractor)."""
+    name = person.name(lang)
+    value = person.facts(lang)[attr] if value is None else value
+    return BIO_TEMPLATES[lang][attr][0].format(n=name, p=f"{name}'s", v=value)
+
+
 def qa_pairs(person: Person, lang: str) -> list[dict]:
     """One record per (attribute, question phrasing): question, answer sentence, bare value."""
     facts, name, out = person.facts(lang), person.name(lang), []
     for attr in ATTRIBUTES:
-        answer = BIO_TEMPLATES[lang][attr][0].format(n=name, p=f"{name}'s", v=facts[attr])
         for question in QUESTION_TEMPLATES[lang][attr]:
             out.append(
                 {
@@ -392,11 +408,110 @@ def qa_pairs(person: Person, lang: str) -> list[dict]:
                     "attribute": attr,
                     "split": person.split,
                     "question": question.format(n=name),
-                    "answer": answer,
+                    "answer": answer_sentence(person, lang, attr),
                     "expected": facts[attr],
                 }
             )
     return out
+
+
+# Q/A mixed into pretraining (``mix_qa``) is plain text, not ChatML: the SFT stage still has to
+# teach the chat format, as in Allen-Zhu & Li's mixed training (Q/A text beside the biographies).
+QA_TEXT = {"zh": "问：{q}\n答：{a}", "en": "Question: {q}\nAnswer: {a}"}
+
+
+def qa_text(record: dict) -> str:
+    """A ``qa_pairs`` record as pretraining text: '问：王伟出生在哪个城市？\n答：王伟出生在成都。'."""
+    return QA_TEXT[record["lang"]].format(q=record["question"], a=record["answer"])
+
+
+# --------------------------------------------------------------------------- multiple choice
+
+
+def multiple_choice_questions(
+    world: World,
+    langs: tuple[str, ...] = ("zh", "en"),
+    n_choices: int = 4,
+    people: list[Person] | None = None,
+) -> list[dict]:
+    """Every fact of ``people`` (default: everyone) as a multiple-choice question, raw and chat.
+
+    The correct value stands among ``n_choices - 1`` distractors: values other people of the
+    world have for the same attribute (``_choice_keys``; a tiny world tops up from the
+    attribute's catalogue). The
+    options and their shuffled order are the same in every language and both modes, and depend
+    only on ``world.seed``. Records (the probe loader's multiple-choice format)::
+
+        {"id": "p3.en.birthplace.mc", "prompt": "Wei Wang was born in ",
+         "choices": ["Xiamen", "Chengdu", "Harbin", "Jinan"], "answer": "Chengdu", "group": "sft"}
+        {"id": "p3.en.birthplace.mc", "question": "Where was Wei Wang born?",
+         "choices": ["Wei Wang was born in Xiamen.", ...], "answer": "Wei Wang was born in Chengdu.", ...}
+
+    A raw English prompt ends with the space that separates it from the value: the scorer moves
+    it into the continuation (as lm-eval does), so " Chengdu" is scored as the model reads it.
+    """
+    if not 2 <= n_choices <= min(len(c) for c in CATALOGUES.values()):
+        raise ValueError(
+            f"n_choices must be in 2..{min(len(c) for c in CATALOGUES.values())}, got {n_choices}"
+        )
+    rng = random.Random(world.seed + 2)  # its own stream: bios and Q/A stay as they were
+    out = []
+    for person in world.people if people is None else people:
+        for attr in ATTRIBUTES:
+            keys = _choice_keys(world, person, attr, n_choices, rng)
+            for lang in langs:
+                values = [fact_value(attr, key, lang) for key in keys]
+                common = {"id": f"p{person.id}.{lang}.{attr}.mc", "group": person.split}
+                extra = {"person_id": person.id, "lang": lang, "attribute": attr}
+                prompt = COMPLETION_TEMPLATES[lang][attr].format(n=person.name(lang))
+                out.append(
+                    {
+                        **common,
+                        "prompt": prompt + (" " if lang == "en" else ""),
+                        "choices": values,
+                        "answer": person.facts(lang)[attr],
+                        **extra,
+                    }
+                )
+                out.append(
+                    {
+                        **common,
+                        "question": QUESTION_TEMPLATES[lang][attr][0].format(n=person.name(lang)),
+                        "choices": [answer_sentence(person, lang, attr, v) for v in values],
+                        "answer": answer_sentence(person, lang, attr),
+                        **extra,
+                    }
+                )
+    return out
+
+
+def _choice_keys(world: World, person: Person, attr: str, n_choices: int, rng: random.Random) -> list:
+    """The person's value key and ``n_choices - 1`` distinct others, in shuffled order.
+
+    Distractors come from other *people*, taken in random order (so a value many people share
+    is as likely to be a distractor as it is to be an answer): a model that only learnt which
+    values are common stays near chance.
+    """
+    correct, others = getattr(person, attr), []
+    for other in rng.sample(world.people, len(world.people)):
+        key = getattr(other, attr)
+        if key != correct and key not in others:
+            others.append(key)
+    if len(others) < n_choices - 1:  # a world too small to have enough distinct values
+        others += [k for k in _spare_keys(attr, rng, n_choices) if k != correct and k not in others]
+    keys = [correct, *others[: n_choices - 1]]
+    rng.shuffle(keys)
+    return keys
+
+
+def _spare_keys(attr: str, rng: random.Random, n: int) -> list:
+    if attr != "birth_date":
+        return list(range(len(CATALOGUES[attr])))
+    first_day = date(1950, 1, 1)
+    return [(first_day + timedelta(days=rng.randrange(20000))).isoformat() for _ in range(2 * n)]
+
+
+# --------------------------------------------------------------------------- files
 
 
 def write_world(
@@ -406,65 +521,98 @@ def write_world(
     bios_per_person: int = 4,
     langs: tuple[str, ...] = ("zh", "en"),
     heldout_fraction: float = 0.5,
+    fullname: bool = False,
+    mix_qa: bool = False,
+    n_choices: int = 4,
 ) -> dict[str, Path]:
-    """Write people.jsonl, bios.jsonl ({"text"}), qa_sft.jsonl / qa_heldout.jsonl (chat ``messages``),
-    completions.jsonl (raw-continuation prompts such as "王伟出生于" with the expected value) and
-    probe_questions.yaml (a few of both kinds, for the checkpoint probes).
+    """Write the world's files into ``out_dir``:
 
-    ``bios_per_person`` biographies per person and language, each with fresh order and phrasing.
+    - people.jsonl: every person and their facts;
+    - bios.jsonl ({"text"}): ``bios_per_person`` biographies per person and language, each with
+      fresh sentence order and phrasing (``fullname``: the full name in every sentence);
+    - pretrain.jsonl ({"text"}): what to pretrain on: the biographies, plus with ``mix_qa`` the Q/A
+      of the ``sft`` half as text (``qa_text``), shuffled among them ("mixed training");
+    - qa_sft.jsonl / qa_heldout.jsonl: chat ``messages`` with the expected value;
+    - completions.jsonl: raw-continuation prompts such as "王伟出生于" with the expected value;
+    - mc_questions.jsonl: every fact as a multiple-choice question, raw and chat;
+    - probe_questions.yaml: a few of each kind, for the checkpoint probes.
+
+    Knowledge augmentation after Allen-Zhu & Li (Physics of LMs 3.1): several biographies with
+    permuted sentences ("multi" + "permute") and the full name in each sentence ("fullname").
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world = generate_world(seed, n_people, heldout_fraction)
-    rng = random.Random(seed + 1)
+    names = ("people", "bios", "pretrain", "qa_sft", "qa_heldout", "completions", "mc_questions")
+    paths = {name: out / f"{name}.jsonl" for name in names}
+    mc = multiple_choice_questions(world, langs, n_choices)
+    paths["probe_questions"] = write_probe_questions(world, out / "probe_questions.yaml", langs=langs, mc=mc)
+    _write_jsonl(
+        paths["people"],
+        [{**asdict(p), "facts": {lang: p.facts(lang) for lang in langs}} for p in world.people],
+    )
+    bios = _biographies(world, langs, bios_per_person, fullname, random.Random(seed + 1))
+    _write_jsonl(paths["bios"], bios)
+    qa = {
+        split: [qa for p in world.people if p.split == split for lang in langs for qa in qa_pairs(p, lang)]
+        for split in ("sft", "heldout")
+    }
+    _write_jsonl(
+        paths["pretrain"], _pretrain_texts(bios, qa["sft"] if mix_qa else [], random.Random(seed + 3))
+    )
+    for split, records in qa.items():
+        _write_jsonl(paths[f"qa_{split}"], [_chat_record(r) for r in records])
+    _write_jsonl(paths["completions"], _completion_records(world, langs))
+    _write_jsonl(paths["mc_questions"], mc)
+    return paths
+
+
+def _biographies(world: World, langs, bios_per_person: int, fullname: bool, rng: random.Random) -> list[dict]:
     bios = [
-        {"text": write_biography(p, lang, rng), "person_id": p.id, "lang": lang}
+        {"text": write_biography(p, lang, rng, fullname), "person_id": p.id, "lang": lang}
         for p in world.people
         for lang in langs
         for _ in range(bios_per_person)
     ]
     rng.shuffle(bios)
-    paths = {
-        name: out / f"{name}.jsonl" for name in ("people", "bios", "qa_sft", "qa_heldout", "completions")
-    }
-    paths["probe_questions"] = write_probe_questions(world, out / "probe_questions.yaml", langs=langs)
-    _write_jsonl(
-        paths["people"],
-        [{**asdict(p), "facts": {lang: p.facts(lang) for lang in langs}} for p in world.people],
-    )
-    _write_jsonl(paths["bios"], bios)
-    for split in ("sft", "heldout"):
-        records = [qa for p in world.people if p.split == split for lang in langs for qa in qa_pairs(p, lang)]
-        _write_jsonl(
-            paths[f"qa_{split}"],
-            [
-                {
-                    "messages": [
-                        {"role": "user", "content": r["question"]},
-                        {"role": "assistant", "content": r["answer"]},
-                    ],
-                    **{k: r[k] for k in ("person_id", "lang", "attribute", "expected")},
-                }
-                for r in records
-            ],
-        )
-    _write_jsonl(
-        paths["completions"],
-        [
-            {
-                "prompt": COMPLETION_TEMPLATES[lang][attr].format(n=p.name(lang)),
-                "expected": p.facts(lang)[attr],
-                "person_id": p.id,
-                "split": p.split,
-                "lang": lang,
-                "attribute": attr,
-            }
-            for p in world.people
-            for lang in langs
-            for attr in ATTRIBUTES
+    return bios
+
+
+def _pretrain_texts(bios: list[dict], qa: list[dict], rng: random.Random) -> list[dict]:
+    """Biographies (in their order) or, with Q/A to mix in, both kinds shuffled together."""
+    if not qa:
+        return [{**b, "kind": "bio"} for b in bios]
+    texts = [{**b, "kind": "bio"} for b in bios] + [
+        {"text": qa_text(r), "person_id": r["person_id"], "lang": r["lang"], "kind": "qa"} for r in qa
+    ]
+    rng.shuffle(texts)
+    return texts
+
+
+def _chat_record(r: dict) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": r["question"]},
+            {"role": "assistant", "content": r["answer"]},
         ],
-    )
-    return paths
+        **{k: r[k] for k in ("person_id", "lang", "attribute", "expected")},
+    }
+
+
+def _completion_records(world: World, langs) -> list[dict]:
+    return [
+        {
+            "prompt": COMPLETION_TEMPLATES[lang][attr].format(n=p.name(lang)),
+            "expected": p.facts(lang)[attr],
+            "person_id": p.id,
+            "split": p.split,
+            "lang": lang,
+            "attribute": attr,
+        }
+        for p in world.people
+        for lang in langs
+        for attr in ATTRIBUTES
+    ]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -482,10 +630,15 @@ def write_probe_questions(
     people_per_split: int = 2,
     attributes: tuple[str, ...] = PROBE_ATTRIBUTES,
     langs: tuple[str, ...] = ("zh", "en"),
+    mc: list[dict] | None = None,
 ) -> Path:
     """A probe questions file (mini_lm/probing.py format) about the first ``people_per_split``
     people of each split: raw completions ("王伟出生在" -> 厦门) for pretraining checkpoints and chat
     questions for SFT ones, each with the expected value and ``group: sft | heldout``.
+
+    The same facts as multiple-choice questions (from ``mc``, ``multiple_choice_questions`` records)
+    go under a separate ``multiple_choice:`` key, which a loader that only knows ``questions:``
+    (free generation) ignores.
 
     Held-out people's Q/A never reaches SFT: answering about them is knowledge *extraction*.
     """
@@ -516,13 +669,15 @@ def write_probe_questions(
                         **base,
                     }
                 )
+    wanted = {f"p{p.id}.{lang}.{attr}.mc" for p in chosen for lang in langs for attr in attributes}
+    fields = ("id", "prompt", "question", "choices", "answer", "group")
+    choice_questions = [{k: q[k] for k in fields if k in q} for q in mc or [] if q["id"] in wanted]
     header = (
         f"# Probe questions about {len(chosen)} people of the synthetic world (seed {world.seed}): raw\n"
         "# completions for pretraining checkpoints, chat questions for SFT ones; group = SFT split.\n"
+        "# multiple_choice: the same facts with distractors (other people's values), scored by likelihood.\n"
     )
+    data = {"questions": questions, **({"multiple_choice": choice_questions} if choice_questions else {})}
     path = Path(path)
-    path.write_text(
-        header + yaml.safe_dump({"questions": questions}, allow_unicode=True, sort_keys=False),
-        encoding="utf-8",
-    )
+    path.write_text(header + yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
