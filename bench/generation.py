@@ -29,7 +29,7 @@ import torch
 
 from mini_lm.config import ModelArguments
 from mini_lm.generation import GenerationSettings, generate
-from mini_lm.models import build_model, count_parameters
+from mini_lm.models import build_model
 from mini_lm.tokenization import load_tokenizer
 
 DATA = Path(os.environ.get("MINI_LM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
             "family": args.family,
             "hidden": args.hidden,
             "layers": args.layers,
-            "parameters": count_parameters(model),
+            "parameters": model.num_parameters(),
             "vocab": len(tok),
         },
         "machine": {

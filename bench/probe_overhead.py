@@ -28,9 +28,10 @@ from mini_lm.config import (
     parse_config,
 )
 from mini_lm.data.packing import CausalLMCollator, pad_id
-from mini_lm.data.pretrain import build_pretrain_datasets, prepare_tokenizer
-from mini_lm.models import build_model, count_parameters
+from mini_lm.data.pretrain import build_pretrain_datasets, corpus_texts
+from mini_lm.models import build_model
 from mini_lm.probing import decoding_settings, load_questions, probe_model
+from mini_lm.tokenization import prepare_tokenizer
 from mini_lm.training import MiniLMTrainer
 
 
@@ -76,7 +77,7 @@ def main() -> None:
         ],
     )
     set_seed(train_args.seed)
-    tokenizer = prepare_tokenizer(model_args, data_args, work)
+    tokenizer = prepare_tokenizer(model_args, work, data_args.tokenizer_vocab_size, corpus_texts(data_args))
     train, _ = build_pretrain_datasets(data_args, tokenizer, seed=train_args.seed)
     model = build_model(model_args, tokenizer)
     timer = StepTimer()
@@ -102,7 +103,7 @@ def main() -> None:
 
     intervals = sorted({*args.intervals, train_args.save_steps}) if train_args.save_steps else args.intervals
     result = {
-        "model_parameters": count_parameters(model),
+        "model_parameters": model.num_parameters(),
         "device": str(model.device),
         "threads": torch.get_num_threads(),
         "tokens_per_step": train_args.per_device_train_batch_size * data_args.block_size,

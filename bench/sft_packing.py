@@ -29,15 +29,15 @@ import transformers
 
 from mini_lm.config import ModelArguments, SFTDataArguments
 from mini_lm.data.chat import load_conversations
-from mini_lm.data.sft import encode_chats, set_chat_template
+from mini_lm.data.sft import encode_chats
 from mini_lm.data.sft_packing import (
     SFTCollator,
     check_packed_attention,
     make_sft_collator,
     pack_conversations,
 )
-from mini_lm.models import build_model, count_parameters
-from mini_lm.tokenization import load_tokenizer
+from mini_lm.models import build_model
+from mini_lm.tokenization import load_tokenizer, set_chat_template
 
 DATA = Path(os.environ.get("MINI_LM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": opts.batch_size,
         "steps_per_mode": opts.steps * opts.rounds,
         "rounds": opts.rounds,
-        "params_m": round(count_parameters(model) / 1e6, 2),
+        "params_m": round(model.num_parameters() / 1e6, 2),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "results": results,

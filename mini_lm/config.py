@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import logging
 import os
 import re
 import sys
@@ -25,11 +24,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A recipe configuration that cannot be used as written."""
+from .errors import ConfigError
+from .launch_checks import check_global_batch, no_accelerator, pinned_batch_values
 
 
 @dataclass
@@ -298,77 +294,18 @@ class MiniLMTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        import torch
-
-        # DeepSpeed on CPU ranks needs use_cpu=True, else its batch checks fail or, worse,
-        # every rank trains on the same batches (see ENVIRONMENT.md). Harmless otherwise.
-        has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        if not self.use_cpu and not torch.cuda.is_available() and not has_mps:
+        # DeepSpeed on CPU ranks needs use_cpu=True, else its batch checks fail or, worse, every
+        # rank trains on the same batches (docs/distributed.md). Harmless otherwise.
+        if not self.use_cpu and no_accelerator():
             self.use_cpu = True
         if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
             self.report_to = [r.strip() for r in self.report_to.split(",") if r.strip()]
-        # Read before super(), whose own parse of a broken DeepSpeed JSON does not name the file.
+        # The launch checks live in mini_lm/launch_checks.py; they run at construction so that any
+        # caller, not only the recipes, fails before data or model work. The DeepSpeed JSON is read
+        # before super(), whose own parse of a broken one does not name the file.
         pinned = pinned_batch_values(self)
         super().__post_init__()
-        check_global_batch(self, pinned)  # here, so every recipe fails before building data or model
-
-
-# --------------------------------------------------------------------------- launch consistency
-
-_DS_BATCH_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
-
-
-def pinned_batch_values(args: TrainingArguments) -> dict[str, tuple[int, str]]:
-    """Batch values a DeepSpeed JSON or the accelerate config fixes (not "auto"): {key: (value, where)}.
-
-    --deepspeed ds.json holding {"train_batch_size": 32, "gradient_accumulation_steps": "auto"}
-    -> {"train_batch_size": (32, "ds.json")}. Under ``accelerate launch`` the JSON is the accelerate
-    config's deepspeed_config_file, and its deepspeed_config may pin gradient_accumulation_steps.
-    """
-    pinned, config = {}, args.deepspeed
-    if not config and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        config = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
-        accum = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "")
-        if accum.isdigit():
-            pinned["gradient_accumulation_steps"] = (int(accum), "the accelerate config (deepspeed_config)")
-    if isinstance(config, str) and Path(config).is_file():
-        source = config
-        try:
-            config = json.loads(Path(config).read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise ConfigError(f"deepspeed config {source}: cannot read it as JSON: {err}") from err
-    elif isinstance(config, dict):
-        source = "the deepspeed config dict"
-    else:  # unset, or not a file: transformers takes base64 JSON too, and names a missing path itself
-        return pinned
-    pinned.update({k: (config[k], source) for k in _DS_BATCH_KEYS if isinstance(config.get(k), int)})
-    return pinned
-
-
-def check_global_batch(args: TrainingArguments, pinned: dict[str, tuple[int, str]] | None = None) -> None:
-    """Global batch = per_device_train_batch_size x gradient_accumulation_steps x world size must
-    agree with every value a DeepSpeed / accelerate config pins. Fail at start-up, naming the file:
-    the Trainer's own check comes only when training starts, after data and model are built.
-
-    per-device 4, accumulation 1, 2 processes, ds.json train_batch_size 16 -> ConfigError:
-    "ds.json: train_batch_size=16, but ... 4 x 1 x 2 processes = global batch 8 ...".
-    """
-    pinned = pinned_batch_values(args) if pinned is None else pinned
-    micro, accum, world = args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size
-    expected = {
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": accum,
-        "train_batch_size": micro * accum * world,
-    }
-    wrong = {key: (value, source) for key, (value, source) in pinned.items() if value != expected[key]}
-    if wrong:
-        sources = sorted({source for _, source in wrong.values()})
-        raise ConfigError(
-            f"{' and '.join(sources)}: {', '.join(f'{k}={v}' for k, (v, _) in wrong.items())}, but the "
-            f"training arguments give per_device_train_batch_size {micro} x gradient_accumulation_steps "
-            f"{accum} x {world} processes = global batch {micro * accum * world}. Set {', '.join(wrong)} to "
-            '"auto" there (the Trainer fills it in), or change the training arguments or the number of processes.'
-        )
+        check_global_batch(self, pinned)
 
 
 @dataclass
@@ -494,80 +431,3 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             hints.append(f"'{flag}'" + (f" (did you mean '--{close[0]}'?)" if close else ""))
         raise ConfigError(f"unknown command-line argument(s): {', '.join(hints)}")
     return tuple(parsed)
-
-
-def check_pretrain_config(
-    model: ModelArguments, data: PretrainDataArguments, train: TrainingArguments
-) -> None:
-    """Cross-field checks that would otherwise fail deep inside a run (or not at all)."""
-    if not model.model_name_or_path and data.block_size > model.max_position_embeddings:
-        raise ConfigError(
-            f"block_size={data.block_size} exceeds max_position_embeddings={model.max_position_embeddings}"
-        )
-    if data.streaming and train.max_steps <= 0:
-        raise ConfigError("streaming: true needs max_steps (a stream has no length to derive epochs from)")
-    if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
-        raise ConfigError(
-            f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
-            "or validation_files"
-        )
-
-
-def check_sft_config(model: ModelArguments, data: SFTDataArguments, train: TrainingArguments) -> None:
-    """Cross-field checks for SFT that would otherwise fail deep inside a run."""
-    if not model.model_name_or_path and data.max_length > model.max_position_embeddings:
-        raise ConfigError(
-            f"max_length={data.max_length} exceeds max_position_embeddings={model.max_position_embeddings}"
-        )
-    if data.max_length < 8:
-        raise ConfigError(f"max_length={data.max_length} is too short to hold a prompt and an answer")
-    if train.eval_strategy != "no" and data.validation_split <= 0 and not data.validation_files:
-        raise ConfigError(
-            f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
-            "or validation_files"
-        )
-
-
-def check_mlm_config(
-    model: ModelArguments, data: PretrainDataArguments, mlm: MLMArguments, train: TrainingArguments
-) -> None:
-    """The BERT adapter's window must fit its positions; block_size is max_len's business."""
-    if model.model_family != "bert":
-        raise ConfigError(
-            f"recipes/mlm.py trains the BERT adapter: set model_family: bert (got '{model.model_family}')"
-        )
-    context = mlm.max_len - 3
-    if context < 1:
-        raise ConfigError(
-            f"max_len={mlm.max_len} leaves no context: it counts [CLS], [MASK] and [SEP], so use >= 4"
-        )
-    if not 1 <= mlm.min_context <= context:
-        raise ConfigError(f"min_context={mlm.min_context} must be in [1, max_len - 3 = {context}]")
-    if not model.model_name_or_path and mlm.max_len > model.max_position_embeddings:
-        raise ConfigError(
-            f"max_len={mlm.max_len} exceeds max_position_embeddings={model.max_position_embeddings}"
-        )
-    default_block = PretrainDataArguments.__dataclass_fields__["block_size"].default
-    if data.block_size not in (default_block, context + 1):
-        raise ConfigError(
-            f"block_size={data.block_size}: recipes/mlm.py cuts windows of max_len - 2 = {context + 1} "
-            "tokens; set max_len instead of block_size"
-        )
-    if mlm.max_train_samples is not None and mlm.max_train_samples < 1:
-        raise ConfigError(f"max_train_samples={mlm.max_train_samples} must be >= 1")
-    check_pretrain_config(model, dataclasses.replace(data, block_size=context + 1), train)
-
-
-def setup_logging(training_args: TrainingArguments) -> None:
-    """INFO on the main process, WARNING elsewhere, for python logging, transformers and datasets."""
-    import datasets
-    import transformers
-
-    level = logging.INFO if training_args.should_log else logging.WARNING
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
-    )
-    logging.getLogger("mini_lm").setLevel(level)
-    # transformers at INFO dumps every config; its warnings and the Trainer progress bars remain.
-    transformers.utils.logging.set_verbosity(logging.WARNING)
-    datasets.utils.logging.set_verbosity(logging.WARNING)

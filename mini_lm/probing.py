@@ -3,7 +3,7 @@
     questions = load_questions("world/probe_questions.yaml")        # or None: the built-in set
     records = probe_model(model, tokenizer, questions, decoding_settings(ProbeArguments()))
     ProbeStore("runs/x").append(150, records)   # checkpoint-150/probe.jsonl + probes.jsonl
-    summarize(records)["probe/greedy/knowledge_contains"]
+    summarize(records)["probe/greedy/knowledge_contains"]   # mini_lm.probe_metrics: what is scored, how
 
 A questions file (YAML or JSON; JSONL with one question per line also works, e.g. the synthetic
 world's completions.jsonl / qa_heldout.jsonl):
@@ -21,7 +21,6 @@ world's completions.jsonl / qa_heldout.jsonl):
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,9 +29,8 @@ import yaml
 
 from .config import ProbeArguments
 from .generation import GenerationSettings, generate, render_chat_prompt
-from .metrics import answer_metrics, knowledge_scores, mean
-
-logger = logging.getLogger(__name__)
+from .probe_metrics import Answer, score_answer
+from .records import RecordError, read_records
 
 DEFAULT_QUESTIONS = Path(__file__).parent / "assets" / "probe_questions.yaml"
 RUN_FILE = "probes.jsonl"  # run level: every checkpoint's answers
@@ -66,14 +64,14 @@ def load_questions(path: str | os.PathLike | None = None) -> list[ProbeQuestion]
     path = Path(path) if path else DEFAULT_QUESTIONS
     if not path.is_file():
         raise ProbeConfigError(f"probe questions file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        raw, where = [], []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                raw.append(_parse_json(line, f"{path}:{line_no}"))
-                where.append(f"{path}:{line_no}")
+        try:
+            located = list(read_records(path))
+        except RecordError as err:
+            raise ProbeConfigError(str(err)) from err
+        where, raw = [at for at, _ in located], [record for _, record in located]
     else:
+        text = path.read_text(encoding="utf-8")
         data = _parse_json(text, str(path)) if path.suffix == ".json" else _parse_yaml(text, path)
         raw = data.get("questions") if isinstance(data, dict) else data
         if not isinstance(raw, list):
@@ -308,17 +306,9 @@ def answer_record(
     stopped: bool,
     n_tokens: int,
 ) -> dict:
-    """One probe answer with its metrics (flat, so JSONL / tables / pandas read it directly)."""
-    metrics = answer_metrics(
-        answer, stopped=stopped, n_tokens=n_tokens, max_new_tokens=settings.max_new_tokens
-    )
-    if question.expected is not None or question.keywords:
-        metrics.update(
-            {
-                f"knowledge_{k}": v
-                for k, v in knowledge_scores(answer, question.expected, question.keywords).items()
-            }
-        )
+    """One probe answer with every registered metric (mini_lm/probe_metrics.py) that applies to it:
+    flat, so JSONL / tables / pandas read it directly."""
+    scored = Answer(answer, stopped, n_tokens, settings.max_new_tokens, question.expected, question.keywords)
     return {
         "question_id": question.id,
         "mode": question.mode,
@@ -329,92 +319,8 @@ def answer_record(
         "decoding": decoding,
         "settings": settings.to_dict(),
         "answer": answer,
-        **metrics,
+        **score_answer(scored),
     }
-
-
-AGGREGATED = [
-    "distinct_1",
-    "distinct_2",
-    "repeated_4gram_rate",
-    "loop_fraction",
-    "repetitive",
-    "eos",
-    "hit_max_new_tokens",
-    "length_tokens",
-]
-KNOWLEDGE = ["knowledge_exact", "knowledge_contains", "knowledge_keyword_recall"]
-
-
-def summarize(records: list[dict]) -> dict[str, float]:
-    """Per-checkpoint aggregates, per decoding; knowledge also per mode and per mode/group.
-
-    [{"decoding": "greedy", "mode": "chat", "group": "sft", "distinct_2": 0.5, "knowledge_contains": 1.0}, ...]
-    -> {"probe/greedy/distinct_2": 0.5, "probe/greedy/knowledge_contains": 1.0,
-        "probe/greedy/knowledge_contains/chat": 1.0, "probe/greedy/knowledge_contains/chat/sft": 1.0, ...}
-    """
-    out: dict[str, float] = {}
-    for decoding in dict.fromkeys(r["decoding"] for r in records):
-        rows = [r for r in records if r["decoding"] == decoding]
-        for key in AGGREGATED + KNOWLEDGE:
-            value = mean(r.get(key) for r in rows)
-            if value is not None:
-                out[f"probe/{decoding}/{key}"] = value
-        for label, subset in knowledge_breakdown(rows).items():
-            for key in KNOWLEDGE:
-                value = mean(r.get(key) for r in subset)
-                if value is not None:
-                    out[f"probe/{decoding}/{key}/{label}"] = value
-    return out
-
-
-def knowledge_breakdown(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows with an expected answer by mode ("raw", "chat") and by mode/group ("chat/heldout"):
-    extraction from a chat question and recall from a raw prompt are different skills."""
-    scored = [r for r in rows if r.get("knowledge_contains") is not None]
-    out: dict[str, list[dict]] = {}
-    for mode in dict.fromkeys(r["mode"] for r in scored):
-        out[mode] = [r for r in scored if r["mode"] == mode]
-        for group in dict.fromkeys(r["group"] for r in out[mode] if r.get("group")):
-            out[f"{mode}/{group}"] = [r for r in out[mode] if r.get("group") == group]
-    return out
-
-
-def format_summary(
-    step: int,
-    summary: dict[str, float],
-    n_questions: int,
-    seconds: float | None = None,
-    overhead: float | None = None,
-) -> str:
-    """Console lines for one checkpoint: repetition and knowledge per decoding, time spent."""
-    decodings = list(dict.fromkeys(k.split("/")[1] for k in summary if k.count("/") >= 2))
-    head = f"probe checkpoint-{step}: {n_questions} questions x {len(decodings)} decodings"
-    if seconds is not None:
-        head += f" in {seconds:.1f}s"
-    if overhead is not None:
-        head += f" ({overhead:.1%} of this session's wall time)"
-    lines = [head]
-    for decoding in decodings:
-
-        def get(key, d=decoding):
-            return summary.get(f"probe/{d}/{key}") or 0.0
-
-        line = (
-            f"  {decoding:>7}: distinct-2 {get('distinct_2'):.2f}  repeated-4gram {get('repeated_4gram_rate'):.2f}"
-            f"  repetitive {get('repetitive'):.0%}  EOS {get('eos'):.0%}  length {get('length_tokens'):.0f}"
-        )
-        prefix = f"probe/{decoding}/knowledge_contains/"
-        labels = [k[len(prefix) :] for k in summary if k.startswith(prefix)]
-        parts = []
-        for mode in [label for label in labels if "/" not in label]:
-            groups = [label for label in labels if label.startswith(mode + "/")]
-            detail = ", ".join(f"{g.split('/', 1)[1]} {summary[prefix + g]:.0%}" for g in groups)
-            parts.append(f"{mode} {summary[prefix + mode]:.0%}" + (f" ({detail})" if detail else ""))
-        if parts:
-            line += "  knowledge " + "; ".join(parts)
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def losses_at(log_history: list[dict], step: int) -> dict[str, float | None]:
@@ -441,23 +347,10 @@ def record_key(record: dict) -> tuple:
     return record["step"], record["mode"], record["question_id"], record["decoding"]
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Read a probes JSONL; unreadable lines (a write cut short by a crash) are skipped and counted."""
+def read_probe_records(path: str | os.PathLike) -> list[dict]:
+    """A probes JSONL (run or checkpoint level); lines torn by a crash are skipped and counted."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    records, bad = [], []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad.append(line_no)
-    if bad:
-        logger.warning("%s: skipped %d unreadable line(s) %s (a write cut short?)", path, len(bad), bad[:5])
-    return records
+    return [record for _, record in read_records(path, skip_bad_lines=True)] if path.is_file() else []
 
 
 def _write_atomic(path: Path, records: list[dict]) -> None:
@@ -480,7 +373,7 @@ class ProbeStore:
 
     def records(self) -> list[dict]:
         """Entries in file order, the newest one per key."""
-        latest = {record_key(r): r for r in read_records(self.path)}
+        latest = {record_key(r): r for r in read_probe_records(self.path)}
         return list(latest.values())
 
     def append(self, step: int, records: list[dict], checkpoint_dir: str | os.PathLike | None = None) -> None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .probing import CHECKPOINT_FILE, ProbeStore, read_records, record_key, summarize
+from .probe_metrics import labels_by_mode, metrics, split_group_label, summarize, summary_key, summary_labels
+from .probing import CHECKPOINT_FILE, ProbeStore, read_probe_records, record_key
 
 
 @dataclass
@@ -73,7 +74,7 @@ def load_probe_records(run_dir: Path) -> list[dict]:
     """probes.jsonl, plus any checkpoint-*/probe.jsonl it lacks (e.g. copied from another machine)."""
     latest = {record_key(r): r for r in ProbeStore(run_dir).records()}
     for checkpoint in checkpoints(run_dir):
-        for record in read_records(checkpoint / CHECKPOINT_FILE):
+        for record in read_probe_records(checkpoint / CHECKPOINT_FILE):
             latest.setdefault(record_key(record), record)
     return sorted(latest.values(), key=lambda r: r["step"])
 
@@ -178,51 +179,43 @@ def _stage_facts(stage: Stage, named: bool) -> list[str]:
     return head + [f"- {f}" for f in facts] + [""]
 
 
-_COLUMNS = [
-    ("distinct_2", "distinct-2", "{:.2f}"),
-    ("repeated_4gram_rate", "rep. 4-gram", "{:.2f}"),
-    ("repetitive", "repetitive", "{:.0%}"),
-    ("eos", "EOS", "{:.0%}"),
-    ("hit_max_new_tokens", "hit max", "{:.0%}"),
-    ("length_tokens", "tokens", "{:.0f}"),
-    ("knowledge_contains", "knowledge", "{:.0%}"),
-]
-
-
-def _knowledge_labels(points: list[Point], decoding: str | None = None) -> list[str]:
-    """ "raw", "raw/sft", "chat/heldout"... in order of appearance."""
-    labels: dict[str, None] = {}
-    for point in points:
-        for key in point.summary:
-            parts = key.split("/", 3)  # probe / decoding / knowledge_contains / label
-            if len(parts) == 4 and parts[2] == "knowledge_contains" and decoding in (None, parts[1]):
-                labels.setdefault(parts[3])
-    return list(labels)
-
-
 def _metrics_table(points: list[Point], decodings: list[str], named: bool) -> list[str]:
-    labels = _knowledge_labels(points)
+    """One row per checkpoint and decoding: the registry's ``table`` metrics, then its ``by_group``
+    table metrics per question group ("knowledge raw/heldout"); "n/a" where nothing was scored."""
+    columns = metrics(table=True)
+    grouped = [(m, label) for m in columns if m.by_group for label in _labels(points, m.name)]
     header = (["stage"] if named else []) + ["step", "train loss", "eval loss", "decoding"]
-    header += [c[1] for c in _COLUMNS] + [f"knowledge {label}" for label in labels]
+    header += [m.label for m in columns] + [f"{m.label} {label}" for m, label in grouped]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for point in points:
         first = point.records[0]
         for decoding in decodings:
-
-            def cell(key, fmt, d=decoding, s=point.summary):
-                value = s.get(f"probe/{d}/{key}")
-                return "" if value is None else fmt.format(value)
-
             cells = ([point.stage.name] if named else []) + [
                 str(point.step),
                 _num(first.get("train_loss")),
                 _num(first.get("eval_loss")),
                 decoding,
             ]
-            cells += [cell(key, fmt) for key, _, fmt in _COLUMNS]
-            cells += [cell(f"knowledge_contains/{label}", "{:.0%}") for label in labels]
+            cells += [m.format(point.summary.get(summary_key(decoding, m.name))) for m in columns]
+            cells += [
+                m.format(point.summary.get(summary_key(decoding, m.name, label))) for m, label in grouped
+            ]
             rows.append("| " + " | ".join(cells) + " |")
-    return rows
+    return rows + ["", _directions(columns)]
+
+
+def _directions(columns) -> str:
+    """Which way is better, from the registry: "↑ better: distinct-2, EOS; ↓ better: repetitive"."""
+    parts = [
+        f"{arrow} better: " + ", ".join(m.label for m in columns if m.better == better)
+        for arrow, better in (("↑", "higher"), ("↓", "lower"))
+        if any(m.better == better for m in columns)
+    ]
+    return "; ".join(parts)
+
+
+def _labels(points: list[Point], metric: str) -> list[str]:
+    return summary_labels((p.summary for p in points), metric)
 
 
 def _timeline_entry(point: Point, decodings: list[str], named: bool) -> list[str]:
@@ -321,24 +314,19 @@ def plot_loss(stages: list[Stage], path: Path) -> bool:
     return _save(plt, fig, path)
 
 
-_REPETITION = [
-    ("distinct_2", "distinct-2"),
-    ("repeated_4gram_rate", "repeated 4-gram rate"),
-    ("repetitive", "share repetitive"),
-    ("hit_max_new_tokens", "share hitting max_new_tokens"),
-]
-
-
 def plot_repetition(stages: list[Stage], points: list[Point], decodings: list[str], path: Path) -> bool:
     if not points:
         return False
     plt = _pyplot()
     fig, axes = _axes(plt, stages, ncols=len(decodings), sharey=True)
     for ax, decoding in zip(axes, decodings):
-        for key, label in _REPETITION:
-            values = [p.summary.get(f"probe/{decoding}/{key}") for p in points]
+        for metric in metrics(plot="repetition"):
+            values = [p.summary.get(summary_key(decoding, metric.name)) for p in points]
             ax.plot(
-                [p.x for p in points], [float("nan") if v is None else v for v in values], "o-", label=label
+                [p.x for p in points],
+                [float("nan") if v is None else v for v in values],
+                "o-",
+                label=metric.description or metric.label,
             )
         ax.set(title=f"Repetition ({decoding})", ylim=(-0.02, 1.02))
     axes[0].set_ylabel("rate")
@@ -347,32 +335,34 @@ def plot_repetition(stages: list[Stage], points: list[Point], decodings: list[st
 
 
 def plot_knowledge(stages: list[Stage], points: list[Point], decodings: list[str], path: Path) -> bool:
-    """Share of answers containing the expected fact: one panel per mode (raw / chat), a line per
-    decoding and question group (e.g. people whose Q/A was in SFT vs held out)."""
-    labels = _knowledge_labels(points)
-    modes = [label for label in labels if "/" not in label]
+    """The registry's ``plot="knowledge"`` metrics (share of answers containing the expected fact):
+    one panel per mode (raw / chat), a line per decoding and question group (e.g. people whose Q/A
+    was in SFT vs held out)."""
+    shown = [(m, _labels(points, m.name)) for m in metrics(plot="knowledge")]
+    modes = list(dict.fromkeys(mode for _, labels in shown for mode in labels_by_mode(labels)))
     if not modes:
         return False
     plt = _pyplot()
     fig, axes = _axes(plt, stages, ncols=len(modes), sharey=True)
     styles = ["-", "--", ":", "-."]
     for ax, mode in zip(axes, modes):
-        groups = [label for label in labels if label.startswith(mode + "/")] or [mode]
-        for i, decoding in enumerate(decodings):
-            for j, label in enumerate(groups):
-                values = [
-                    p.summary.get(f"probe/{decoding}/knowledge_contains/{label}", float("nan"))
-                    for p in points
-                ]
-                ax.plot(
-                    [p.x for p in points],
-                    values,
-                    styles[j % len(styles)],
-                    marker="os^v"[i % 4],
-                    color=f"C{i}",
-                    label=f"{decoding} · {label.split('/', 1)[-1] if '/' in label else 'all'}",
-                )
+        for metric, labels in shown:
+            groups = labels_by_mode(labels).get(mode) or [mode]
+            named = f"{metric.label} · " if len(shown) > 1 else ""
+            for i, decoding in enumerate(decodings):
+                for j, label in enumerate(groups):
+                    values = [
+                        p.summary.get(summary_key(decoding, metric.name, label), float("nan")) for p in points
+                    ]
+                    ax.plot(
+                        [p.x for p in points],
+                        values,
+                        styles[j % len(styles)],
+                        marker="os^v"[i % 4],
+                        color=f"C{i}",
+                        label=f"{named}{decoding} · {split_group_label(label)[1] or 'all'}",
+                    )
         ax.set(title=f"Knowledge ({mode} questions)", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("share of answers containing the expected fact")
+    axes[0].set_ylabel(shown[0][0].description if len(shown) == 1 else "share of answers")
     return _save(plt, fig, path)

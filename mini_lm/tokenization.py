@@ -1,4 +1,9 @@
-"""Tokenizers: train a byte-level BPE with ChatML specials, or load any local HF tokenizer dir."""
+"""Tokenizers: train a byte-level BPE with ChatML specials, load any local HF tokenizer dir, build the
+BERT adapter's WordPiece, install a chat template; ``prepare_tokenizer`` picks one for a recipe.
+
+    tokenizer = prepare_tokenizer(model_args, "runs/x", vocab_size=8000, texts=corpus_texts(data_args))
+    set_chat_template(tokenizer, "chatml")   # SFT: installed on the tokenizer, saved with the model
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .config import ModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,8 @@ CHATML_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+# Where a template has these, apply_chat_template can mark assistant tokens itself (the label audit cross-checks).
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 # Qwen2's pre-tokenizer: English contractions, letter runs, single digits, punctuation, whitespace.
 PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -204,3 +213,127 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         if token in vocab and vocab[token] not in ids:
             ids.append(vocab[token])
     return ids
+
+
+# --------------------------------------------------------------------------- chat templates
+
+
+class ChatTemplateError(ValueError):
+    """No usable chat template, or one that cannot be used to locate assistant turns."""
+
+
+def resolve_chat_template(tokenizer, spec: str | None) -> tuple[str, str]:
+    """(template, where it came from). None -> the tokenizer's own; "chatml"; a .jinja file; inline text."""
+    if spec is None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template and none is "
+                "configured: set chat_template: chatml (or a .jinja file)"
+            )
+        return tokenizer.chat_template, "the tokenizer's own"
+    if spec.lower() == "chatml":
+        return CHATML_TEMPLATE, "chatml"
+    if "{%" in spec or "{{" in spec:
+        return spec, "inline (config)"
+    path = Path(spec)
+    if not path.is_file():
+        raise ChatTemplateError(
+            f"chat_template: no such file {spec} (use chatml, a .jinja file or a template)"
+        )
+    return path.read_text(encoding="utf-8"), str(path)
+
+
+def set_chat_template(tokenizer, spec: str | None) -> str:
+    """Install the template on the tokenizer (so it is saved with the model); add ChatML tokens if
+    the vocabulary lacks them. Returns where the template came from."""
+    template, origin = resolve_chat_template(tokenizer, spec)
+    if IM_START in template or IM_END in template:
+        missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_tokens(missing, special_tokens=True)
+            logger.warning(
+                "chat template uses %s: added them to the tokenizer (the model's embeddings grow)", missing
+            )
+    tokenizer.chat_template = template
+    return origin
+
+
+# --------------------------------------------------------------------------- the BERT adapter's WordPiece
+
+# Typographic punctuation that bert-base-chinese's vocab lacks (it would become [UNK]: 3-4% of
+# the tokens of the classic novels), mapped to the full-width forms the vocab has.
+_PUNCTUATION_MAP = {"“": "＂", "”": "＂", "‘": "＇", "’": "＇", "—": "－", "…": "..."}
+# A space next to a CJK character or full-width punctuation is an artefact of WordPiece decoding.
+_CJK = r"[\p{Han}\x{3000}-\x{303F}\x{FF00}-\x{FFEF}]"
+
+
+def bert_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """WordPiece tokenizer for the adapter, from a dir holding ``vocab.txt`` (a plain BERT dir: its own
+    tokenizer.json, if any, is rebuilt from vocab.txt) or an adapter dir saved by recipes/mlm.py.
+
+    On top of BERT's pipeline: typographic quotes/dashes map to vocab entries instead of [UNK];
+    decoding joins CJK characters without spaces ("宝 玉 笑" -> "宝玉笑"); eos is [SEP] (the
+    document separator and stop token) and bos is [CLS]. Saved as a plain fast tokenizer, so
+    ``AutoTokenizer`` on a checkpoint dir reproduces exactly these ids and this decoding.
+    """
+    from tokenizers import Regex, decoders, normalizers
+    from transformers import BertTokenizerFast
+
+    path = Path(name_or_path)
+    if not (path / "vocab.txt").is_file():
+        # A dir saved by recipes/mlm.py holds this tokenizer (tokenizer.json) and no vocab.txt.
+        if (path / "tokenizer.json").is_file():
+            return load_tokenizer(path)
+        raise TokenizerError(f"{path}: no vocab.txt (a WordPiece BERT vocabulary) or tokenizer.json found")
+    backend = BertTokenizerFast.from_pretrained(str(path)).backend_tokenizer
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.Replace(a, b) for a, b in _PUNCTUATION_MAP.items()] + [backend.normalizer]
+    )
+    backend.decoder = decoders.Sequence(
+        [
+            decoders.WordPiece(prefix="##", cleanup=True),
+            decoders.Fuse(),
+            decoders.Replace(Regex(f"(?<={_CJK}) | (?={_CJK})"), ""),
+        ]
+    )
+    specials = dict(
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    missing = [tok for tok in specials.values() if backend.token_to_id(tok) is None]
+    if missing:
+        raise TokenizerError(f"{path}/vocab.txt lacks the BERT special tokens {', '.join(missing)}")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="[CLS]", eos_token="[SEP]", **specials)
+
+
+# --------------------------------------------------------------------------- what a recipe trains with
+
+
+def prepare_tokenizer(
+    model_args: ModelArguments,
+    output_dir: str | os.PathLike,
+    vocab_size: int | None = None,
+    texts: Iterable[str] | None = None,
+) -> PreTrainedTokenizerBase:
+    """The tokenizer a recipe trains with: the configured one (tokenizer_name_or_path, else
+    model_name_or_path; a BERT WordPiece vocabulary for model_family bert), or, with
+    ``vocab_size``, a byte-level BPE trained on ``texts`` (iterated only when training: e.g.
+    ``mini_lm.data.pretrain.corpus_texts(data_args)`` or SFT message contents).
+
+    A trained tokenizer lands in ``<output_dir>/tokenizer`` and is reused when it exists (resume,
+    other ranks), so every process of a run sees identical ids.
+    """
+    name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if name:
+        return bert_tokenizer(name) if model_args.model_family == "bert" else load_tokenizer(name)
+    if not vocab_size:
+        raise TokenizerError(
+            "no tokenizer: set tokenizer_name_or_path (or model_name_or_path), or "
+            "tokenizer_vocab_size to train one on train_files"
+        )
+    path = Path(output_dir) / "tokenizer"
+    if (path / "tokenizer.json").is_file():
+        logger.info("reusing tokenizer trained earlier: %s", path)
+        return load_tokenizer(path)
+    if texts is None:
+        raise TokenizerError("tokenizer_vocab_size is set but there is no text to train a tokenizer on")
+    return train_bpe_tokenizer(texts, vocab_size, path)

@@ -1,4 +1,4 @@
-"""What every recipe does around ``Trainer.train()``: reporting setup, resume, save, eval.
+"""What every recipe does around ``Trainer.train()``: logging and reporting setup, resume, save, eval.
 
 trainer = MiniLMTrainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                         data_collator=collator, processing_class=tokenizer, seq_len=512)
@@ -98,6 +98,21 @@ class MiniLMTrainer(Trainer):
         if "eval_loss" in logs:
             logs["eval_perplexity"] = round(math.exp(min(logs["eval_loss"], 50.0)), 4)
         super().log(logs, start_time)
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """INFO on the main process, WARNING elsewhere, for python logging, transformers and datasets."""
+    import datasets
+    import transformers
+
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
+    )
+    logging.getLogger("mini_lm").setLevel(level)
+    # transformers at INFO dumps every config; its warnings and the Trainer progress bars remain.
+    transformers.utils.logging.set_verbosity(logging.WARNING)
+    datasets.utils.logging.set_verbosity(logging.WARNING)
 
 
 def configure_reporting(args: TrainingArguments) -> None:

@@ -19,23 +19,26 @@ import sys
 from transformers import set_seed
 
 from mini_lm.callbacks import add_recipe_callbacks
-from mini_lm.config import PRETRAIN_ARGUMENTS, check_pretrain_config, parse_config, setup_logging
+from mini_lm.config import PRETRAIN_ARGUMENTS, parse_config
 from mini_lm.data.packing import CausalLMCollator, pad_id
-from mini_lm.data.pretrain import build_pretrain_datasets, prepare_tokenizer
+from mini_lm.data.pretrain import build_pretrain_datasets, corpus_texts
 from mini_lm.models import build_model
-from mini_lm.training import MiniLMTrainer, configure_reporting, run_training
+from mini_lm.tokenization import prepare_tokenizer
+from mini_lm.training import MiniLMTrainer, configure_reporting, run_training, setup_logging
+from mini_lm.validation import validate
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args, probe_args = parse_config(PRETRAIN_ARGUMENTS, argv)
-    check_pretrain_config(model_args, data_args, training_args)
+    model_args, data_args, training_args, probe_args = validate(parse_config(PRETRAIN_ARGUMENTS, argv))
     setup_logging(training_args)
     configure_reporting(training_args)
     set_seed(training_args.seed)
 
     # Rank 0 trains the tokenizer / fills the datasets cache first; the others then reuse it.
     with training_args.main_process_first(desc="tokenizer"):
-        tokenizer = prepare_tokenizer(model_args, data_args, training_args.output_dir)
+        tokenizer = prepare_tokenizer(
+            model_args, training_args.output_dir, data_args.tokenizer_vocab_size, corpus_texts(data_args)
+        )
     with training_args.main_process_first(desc="tokenize and pack"):
         train_dataset, eval_dataset = build_pretrain_datasets(data_args, tokenizer, seed=training_args.seed)
 

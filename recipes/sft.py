@@ -23,12 +23,13 @@ import sys
 from transformers import set_seed
 
 from mini_lm.callbacks import add_recipe_callbacks
-from mini_lm.config import SFT_ARGUMENTS, check_sft_config, parse_config, setup_logging
+from mini_lm.config import SFT_ARGUMENTS, parse_config
 from mini_lm.data.sft import build_sft_datasets, load_sft_conversations, prepare_sft_tokenizer
 from mini_lm.data.sft_packing import PackedAttentionCheck, make_sft_collator
 from mini_lm.lora import apply_lora
 from mini_lm.models import build_model
-from mini_lm.training import MiniLMTrainer, configure_reporting, run_training
+from mini_lm.training import MiniLMTrainer, configure_reporting, run_training, setup_logging
+from mini_lm.validation import validate
 
 
 def prepare_data(model_args, data_args, training_args):
@@ -44,8 +45,7 @@ def prepare_data(model_args, data_args, training_args):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, lora_args, training_args, probe_args = parse_config(SFT_ARGUMENTS, argv)
-    check_sft_config(model_args, data_args, training_args)
+    model_args, data_args, lora_args, training_args, probe_args = validate(parse_config(SFT_ARGUMENTS, argv))
     setup_logging(training_args)
     configure_reporting(training_args)
     set_seed(training_args.seed)

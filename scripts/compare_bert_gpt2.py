@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mini_lm.generation import GenerationSettings, generate, load_for_generation
-from mini_lm.models.bert_adapter import bert_tokenizer
+from mini_lm.tokenization import bert_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MINI_LM_DATA", REPO.parent / "shared" / "data"))

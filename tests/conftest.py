@@ -67,7 +67,7 @@ TINY_BERT_TEXT = (
 @pytest.fixture(scope="session")
 def tiny_bert_tokenizer(tmp_path_factory):
     """The BERT adapter's WordPiece tokenizer over a ~60-entry vocab.txt written in-process."""
-    from mini_lm.models.bert_adapter import bert_tokenizer
+    from mini_lm.tokenization import bert_tokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = sorted({c for c in TINY_BERT_TEXT if not c.isspace() and not c.isascii()})

@@ -9,8 +9,6 @@ import sys
 import pytest
 import torch
 
-from mini_lm.models import count_parameters
-
 from .conftest import REPO
 
 
@@ -41,7 +39,7 @@ def test_gpu_shapes_are_qwen25_05b_at_2048_and_gpt2_124m_at_1024(bench, shared_d
             model = build_model(shape.model, tokenizer)
         seq_len, params = expected[shape.name]
         assert shape.seq_len == seq_len
-        assert count_parameters(model) == pytest.approx(params, rel=0.002), shape.name
+        assert model.num_parameters() == pytest.approx(params, rel=0.002), shape.name
 
 
 def test_summary_takes_medians_and_ratios_to_naive(bench):

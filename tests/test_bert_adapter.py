@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig, BertFo
 from mini_lm.config import ModelArguments
 from mini_lm.generation import GenerationSettings, generate, load_for_generation, stream
 from mini_lm.models import ModelConfigError, build_model
-from mini_lm.models.bert_adapter import BertNextTokenLM, bert_tokenizer
-from mini_lm.tokenization import autotokenizer_roundtrip_ok
+from mini_lm.models.bert_adapter import BertNextTokenLM
+from mini_lm.tokenization import autotokenizer_roundtrip_ok, bert_tokenizer
 
 TINY = dict(
     model_family="bert",

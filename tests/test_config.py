@@ -8,11 +8,11 @@ from mini_lm.config import (
     ModelArguments,
     PretrainDataArguments,
     ProbeArguments,
-    check_pretrain_config,
     expand_env,
     parse_config,
 )
 from mini_lm.probing import decoding_settings
+from mini_lm.validation import validate
 
 from .conftest import REPO
 
@@ -89,22 +89,6 @@ def test_cpu_forces_use_cpu(tmp_path):
     assert train.use_cpu is (not torch.cuda.is_available())
 
 
-def test_cross_field_checks(tmp_path):
-    model, data, train = parse_config(
-        PRETRAIN, ["--output_dir", str(tmp_path), "--block_size", "2048", "--max_position_embeddings", "1024"]
-    )
-    with pytest.raises(ConfigError, match="exceeds max_position_embeddings"):
-        check_pretrain_config(model, data, train)
-    model, data, train = parse_config(PRETRAIN, ["--output_dir", str(tmp_path), "--streaming", "true"])
-    with pytest.raises(ConfigError, match="needs max_steps"):
-        check_pretrain_config(model, data, train)
-    model, data, train = parse_config(
-        PRETRAIN, ["--output_dir", str(tmp_path), "--eval_strategy", "steps", "--validation_split", "0"]
-    )
-    with pytest.raises(ConfigError, match="no validation data"):
-        check_pretrain_config(model, data, train)
-
-
 PRETRAIN_CONFIGS = sorted(REPO.glob("recipes/configs/*/pretrain_*.yaml")) + [
     REPO / "recipes/configs/quickstart/pretrain.yaml"
 ]
@@ -116,7 +100,7 @@ def test_every_pretrain_config_parses_and_is_consistent(path, tmp_path):
         [*PRETRAIN, ProbeArguments],
         ["--config", str(path), "--output_dir", str(tmp_path), "--bf16", "false", "--deepspeed", ""],
     )
-    check_pretrain_config(model, data, train)
+    validate((model, data, train, probe))
     decoding_settings(probe)  # the recipe's probe settings are valid
     assert model.model_family in ("gpt2", "qwen2")
     assert data.train_files

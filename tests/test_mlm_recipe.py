@@ -8,9 +8,10 @@ import torch
 from datasets import Dataset
 
 from mini_lm.cli import main as cli
-from mini_lm.config import MLM_ARGUMENTS, ConfigError, check_mlm_config, parse_config
+from mini_lm.config import MLM_ARGUMENTS, ConfigError, parse_config
 from mini_lm.data.next_token import NextTokenCollator, cut_windows
 from mini_lm.generation import GenerationSettings, generate, load_for_generation
+from mini_lm.validation import validate
 
 from .conftest import REPO, TINY_BERT_TEXT, run_module_main
 
@@ -44,8 +45,7 @@ def test_cut_windows_and_collator(tiny_bert_tokenizer):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_every_bert_yaml_parses_and_checks(config, shared_data):
-    model, data, mlm_args, train, _ = parse_config(MLM_ARGUMENTS, ["--config", str(config)])
-    check_mlm_config(model, data, mlm_args, train)
+    model, data, mlm_args, train, _ = validate(parse_config(MLM_ARGUMENTS, ["--config", str(config)]))
     assert model.model_family == "bert" and (shared_data / "tokenizers/bert-base-chinese/vocab.txt").samefile(
         f"{model.tokenizer_name_or_path}/vocab.txt"
     )

@@ -9,7 +9,6 @@ from mini_lm.models import (
     ModelConfigError,
     build_model,
     choose_attn_implementation,
-    count_parameters,
     padded_vocab_size,
 )
 
@@ -44,7 +43,7 @@ def test_qwen2_gqa_and_sizes(tiny_tokenizer):
     assert (cfg.num_key_value_heads, cfg.intermediate_size, cfg.vocab_size) == (2, 48, len(tiny_tokenizer))
     assert model.model.layers[0].self_attn.k_proj.out_features == 2 * (32 // 4)
     assert model.lm_head.weight is not model.model.embed_tokens.weight
-    assert count_parameters(model) > count_parameters(model, exclude_embeddings=True)
+    assert model.num_parameters() > model.num_parameters(exclude_embeddings=True)
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,15 @@ import torch
 from mini_lm.config import ModelArguments, ProbeArguments
 from mini_lm.data.synthetic import write_world
 from mini_lm.models import build_model
+from mini_lm.probe_metrics import format_summary, summarize
 from mini_lm.probing import (
     ProbeConfigError,
     ProbeStore,
     check_questions_fit,
     decoding_settings,
-    format_summary,
     load_questions,
     losses_at,
     probe_checkpoint,
-    summarize,
 )
 
 

@@ -8,16 +8,16 @@ from datasets import Dataset
 from mini_lm.config import SFTDataArguments
 from mini_lm.data.audit import LabelAuditError, build_audit, mark_supervised
 from mini_lm.data.chat import ChatStats, LoadOptions, load_conversations
-from mini_lm.data.sft import (
-    IGNORE,
+from mini_lm.data.sft import EncodeChat, EndOfTurn, encode_conversation, render
+from mini_lm.labels import IGNORE_INDEX
+from mini_lm.tokenization import (
+    CHATML_TEMPLATE,
+    IM_END,
     ChatTemplateError,
-    EncodeChat,
-    EndOfTurn,
-    encode_conversation,
-    render,
+    load_tokenizer,
     set_chat_template,
+    train_bpe_tokenizer,
 )
-from mini_lm.tokenization import CHATML_TEMPLATE, IM_END, load_tokenizer, train_bpe_tokenizer
 
 SFT_FILES = ["alpaca_zh_demo.json", "sharegpt_zh_1k.jsonl", "v1_sft_demo.jsonl", "identity.json"]
 NO_LIMIT = 1 << 20
@@ -65,7 +65,7 @@ def convo(*pairs, system=None):
 def supervised_runs(row) -> list[list[int]]:
     runs, current = [], []
     for token, label in zip(row["input_ids"], row["labels"]):
-        if label != IGNORE:
+        if label != IGNORE_INDEX:
             assert label == token  # a supervised label is the token itself, never shifted
             current.append(token)
         elif current:
@@ -120,9 +120,9 @@ def test_qwen_identity_sample_token_by_token(qwen, shared_data):
     user_at = ids.index(user)
     assert ids[user_at - 1 : user_at + 4] == [im_start, user, nl, qwen.convert_tokens_to_ids("hi"), im_end]
     assert ids[header - 3 : header] == [im_start, assistant, nl]
-    assert all(label == IGNORE for label in labels[:header])  # system, user, both headers
+    assert all(label == IGNORE_INDEX for label in labels[:header])  # system, user, both headers
     assert labels[header:-1] == ids[header:-1] and ids[-2] == im_end  # answer ... <|im_end|> supervised
-    assert ids[-1] == nl and labels[-1] == IGNORE  # the newline after <|im_end|> is template text
+    assert ids[-1] == nl and labels[-1] == IGNORE_INDEX  # the newline after <|im_end|> is template text
     assert (
         qwen.decode(ids[header:-1])
         == "Hello! I am MiniLM, an AI assistant developed by mini_lm. How can I assist you today?<|im_end|>"
@@ -300,4 +300,6 @@ def test_mark_supervised():
             return "".join(chr(i) for i in ids)
 
     ids = [ord(c) for c in "ab12c"]
-    assert mark_supervised(Chars(), ids, [IGNORE, IGNORE, ids[2], ids[3], IGNORE]) == "ab⟦12⟧c"
+    assert (
+        mark_supervised(Chars(), ids, [IGNORE_INDEX, IGNORE_INDEX, ids[2], ids[3], IGNORE_INDEX]) == "ab⟦12⟧c"
+    )

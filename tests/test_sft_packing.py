@@ -11,7 +11,6 @@ from datasets import Dataset
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from mini_lm.config import ModelArguments
-from mini_lm.data.sft import IGNORE
 from mini_lm.data.sft_packing import (
     FlattenedCollator,
     PackedAttentionError,
@@ -23,6 +22,7 @@ from mini_lm.data.sft_packing import (
     pack_conversations,
     split_packed_row,
 )
+from mini_lm.labels import IGNORE_INDEX
 from mini_lm.models import build_model
 
 PAD = 0
@@ -35,7 +35,7 @@ def conversations(seed: int, n: int = 10, vocab: int = 300) -> list[dict]:
     for _ in range(n):
         prompt = [rng.randrange(3, vocab) for _ in range(rng.randrange(2, 12))]
         answer = [rng.randrange(3, vocab) for _ in range(rng.randrange(1, 15))]
-        out.append({"input_ids": prompt + answer, "labels": [IGNORE] * len(prompt) + answer})
+        out.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
     return out
 
 
@@ -60,7 +60,7 @@ def token_losses(model, batch, boundaries: torch.Tensor | None = None) -> dict[t
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits  # (B, T, V)
     losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], ignore_index=IGNORE, reduction="none"
+        logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], ignore_index=IGNORE_INDEX, reduction="none"
     )  # (B, T-1)
     out = {}
     positions = boundaries if boundaries is not None else batch.get("position_ids")
@@ -71,7 +71,7 @@ def token_losses(model, batch, boundaries: torch.Tensor | None = None) -> dict[t
         for a, b in zip(starts, starts[1:]):
             key = tuple(ids[a:b])
             for t in range(a, b - 1):
-                if batch["labels"][r, t + 1] != IGNORE:
+                if batch["labels"][r, t + 1] != IGNORE_INDEX:
                     out[(key, t - a)] = losses[r, t]
     return out
 
@@ -114,7 +114,7 @@ def test_packed_equals_padded_per_token_loss_and_gradients(tiny_tokenizer, famil
     packed = token_losses(model, batch)
     keys = sorted(padded)
     assert set(packed) == set(padded) and len(keys) == sum(
-        sum(x != IGNORE for x in f["labels"]) for f in features
+        sum(x != IGNORE_INDEX for x in f["labels"]) for f in features
     )
     per_token = torch.stack([(packed[k] - padded[k]).abs() for k in keys])
     assert per_token.max() < 1e-5, per_token.max()
@@ -171,22 +171,29 @@ def test_runtime_check_passes_and_catches_leaks(tiny_tokenizer):
 
 def test_padded_collator():
     batch = SFTCollator(PAD, pad_to_multiple_of=4)(
-        [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+        [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": [8], "labels": [8]}]
     )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
-    assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE], [8, IGNORE, IGNORE, IGNORE]]
+    assert batch["labels"].tolist() == [
+        [IGNORE_INDEX, 6, 7, IGNORE_INDEX],
+        [8, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+    ]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]] and batch["use_cache"] is False
 
 
 def test_packed_collator_pads_with_a_separate_segment():
     rows = [
-        {"input_ids": [1, 2, 3, 4, 5], "labels": [IGNORE, 2, 3, IGNORE, 5], "position_ids": [0, 1, 2, 0, 1]},
-        {"input_ids": [6, 7], "labels": [IGNORE, 7], "position_ids": [0, 1]},
+        {
+            "input_ids": [1, 2, 3, 4, 5],
+            "labels": [IGNORE_INDEX, 2, 3, IGNORE_INDEX, 5],
+            "position_ids": [0, 1, 2, 0, 1],
+        },
+        {"input_ids": [6, 7], "labels": [IGNORE_INDEX, 7], "position_ids": [0, 1]},
     ]
     batch = PackedCollator(PAD)(rows)
     assert "attention_mask" not in batch
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]
-    assert batch["labels"][1].tolist() == [IGNORE, 7, IGNORE, IGNORE, IGNORE]
+    assert batch["labels"][1].tolist() == [IGNORE_INDEX, 7, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
 
 
 def test_pack_conversations_keeps_every_token():
@@ -197,7 +204,7 @@ def test_pack_conversations_keeps_every_token():
     assert sorted(map(lambda c: c["input_ids"], unpacked)) == sorted(f["input_ids"] for f in features)
     labels = {tuple(f["input_ids"]): f["labels"] for f in features}
     for c in unpacked:  # labels travel with their tokens; the first of each conversation is -100
-        assert c["labels"] == [IGNORE] + labels[tuple(c["input_ids"])][1:]
+        assert c["labels"] == [IGNORE_INDEX] + labels[tuple(c["input_ids"])][1:]
 
 
 def test_best_fit_decreasing():

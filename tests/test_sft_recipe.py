@@ -13,14 +13,13 @@ from mini_lm.cli import main as cli
 from mini_lm.config import (
     SFT_ARGUMENTS,
     ConfigError,
-    check_sft_config,
     parse_config,
 )
 from mini_lm.data.audit import LabelAuditError
-from mini_lm.data.sft import ChatTemplateError
 from mini_lm.data.synthetic import write_world
 from mini_lm.generation import GenerationSettings, generate, load_for_generation, render_chat_prompt
-from mini_lm.tokenization import IM_END
+from mini_lm.tokenization import IM_END, ChatTemplateError
+from mini_lm.validation import validate
 
 from .conftest import REPO, run_module_main
 
@@ -306,7 +305,7 @@ def test_audit_data_command_fails_on_unusable_config(shared_data, tmp_path, caps
 )
 def test_every_sft_yaml_loads(config, shared_data):
     model, data, lora, train, _ = parse_config(SFT_ARGUMENTS, ["--config", str(config)])
-    check_sft_config(model, data, train)
+    validate((model, data, lora, train))
     assert data.train_files and data.max_length >= 64
     for path in data.train_files:
         if str(shared_data) in path:

@@ -20,17 +20,16 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..config import ProbeArguments
+from ..probe_metrics import format_summary, metrics, summarize
 from ..probing import (
     ProbeQuestion,
     ProbeStore,
     check_questions_fit,
     decoding_settings,
-    format_summary,
     load_questions,
     probe_checkpoint,
     record_key,
     save_probe_config,
-    summarize,
 )
 from ..waiting import WaitingRoom
 
@@ -40,8 +39,8 @@ logger = logging.getLogger(__name__)
 class CheckpointProbe(TrainerCallback):
     """Probe each checkpoint the Trainer writes: ``trainer.add_callback(CheckpointProbe(trainer, args))``.
 
-    It holds the trainer for its tokenizer, its reporters (TensorBoard writer, W&B run) and to
-    know whether parameters are sharded. Questions and settings are checked when it is built.
+    It holds the trainer for its tokenizer, its callbacks (where TensorBoard logs) and to know
+    whether parameters are sharded. Questions and settings are checked when it is built.
     """
 
     def __init__(self, trainer, args: ProbeArguments, questions: list[ProbeQuestion] | None = None):
@@ -63,6 +62,7 @@ class CheckpointProbe(TrainerCallback):
         self._began: float | None = None
         self._room: WaitingRoom | None = None
         self._table = None  # W&B incremental table: every row logged once, the UI shows them all
+        self._writer = None  # our own TensorBoard SummaryWriter, in the Trainer's TensorBoard run dir
 
     # ------------------------------------------------------------------ Trainer events
 
@@ -91,6 +91,11 @@ class CheckpointProbe(TrainerCallback):
 
     def on_save(self, args, state, control, model=None, **kwargs):
         self._probe(args, state, model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     # ------------------------------------------------------------------ probing
 
@@ -153,21 +158,45 @@ class CheckpointProbe(TrainerCallback):
     def _report(self, step: int, records: list[dict], summary: dict[str, float]) -> None:
         """Scalars + answers to TensorBoard (scalars, text) and W&B (scalars, cumulative table).
 
-        Written to the reporters directly rather than through ``Trainer.log``, which would also
-        print ~40 numbers to the console at every save.
+        Through public APIs only: a SummaryWriter of our own (torch.utils.tensorboard) in the
+        TensorBoard run dir the Trainer's ``TensorBoardCallback`` announces (its public
+        ``logging_dir``; TensorBoard merges the event files of one dir), and ``wandb.log`` on the
+        run the Trainer's ``WandbCallback`` started, as TRL's ``LogCompletionsCallback`` does.
+        Not ``Trainer.log``: it would print ~40 numbers to the console at every save, and its
+        TensorBoard path drops tables.
         """
+        writer = self._tensorboard_writer()
+        if writer is not None:
+            for key, value in summary.items():
+                writer.add_scalar(key, value, step)
+            writer.add_text("probe/answers", answers_markdown(records), step)
+            writer.flush()
+        if "wandb" in (self.trainer.args.report_to or []):
+            import wandb
+
+            if wandb.run is not None:  # rank 0 of a run whose WandbCallback called wandb.init
+                wandb.log(
+                    {**summary, "probe/answers": self._cumulative_table(records), "train/global_step": step}
+                )
+
+    def _tensorboard_writer(self):
         from transformers.integrations import TensorBoardCallback
 
-        for callback in self.trainer.callback_handler.callbacks:
-            writer = getattr(callback, "tb_writer", None)
-            if isinstance(callback, TensorBoardCallback) and writer is not None:
-                for key, value in summary.items():
-                    writer.add_scalar(key, value, step)
-                writer.add_text("probe/answers", answers_markdown(records), step)
-                writer.flush()
-        run = _wandb_run(self.trainer.args)
-        if run is not None:
-            run.log({**summary, "probe/answers": self._cumulative_table(records), "train/global_step": step})
+        log_dir = next(
+            (
+                c.logging_dir
+                for c in self.trainer.callback_handler.callbacks
+                if isinstance(c, TensorBoardCallback) and c.logging_dir
+            ),
+            None,
+        )
+        if log_dir is None:  # not reporting to TensorBoard
+            return None
+        if self._writer is None or self._writer.log_dir != log_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=log_dir)
+        return self._writer
 
     def _cumulative_table(self, records: list[dict]):
         import wandb
@@ -175,12 +204,13 @@ class CheckpointProbe(TrainerCallback):
         if self._table is None:
             # INCREMENTAL: each log adds the new rows and W&B shows all of them. A resumed run's
             # table starts with the earlier entries, so it stays cumulative across restarts.
-            self._table = wandb.Table(columns=TABLE_COLUMNS, log_mode="INCREMENTAL", allow_mixed_types=True)
+            columns = table_columns()
+            self._table = wandb.Table(columns=columns, log_mode="INCREMENTAL", allow_mixed_types=True)
             for record in self.store.records():
                 if record["step"] < records[0]["step"]:
-                    self._table.add_data(*table_row(record))
+                    self._table.add_data(*table_row(record, columns))
         for record in records:
-            self._table.add_data(*table_row(record))
+            self._table.add_data(*table_row(record, self._table.columns))
         return self._table
 
 
@@ -197,7 +227,7 @@ def default_fit(questions: list[ProbeQuestion], args: ProbeArguments, tokenizer)
     return raw
 
 
-TABLE_COLUMNS = [
+CONTEXT_COLUMNS = [
     "step",
     "train_loss",
     "eval_loss",
@@ -207,16 +237,16 @@ TABLE_COLUMNS = [
     "question",
     "answer",
     "expected",
-    "knowledge_contains",
-    "repetitive",
-    "distinct_2",
-    "repeated_4gram_rate",
-    "eos",
 ]
 
 
-def table_row(record: dict) -> list:
-    return [record.get(c) for c in TABLE_COLUMNS]
+def table_columns() -> list[str]:
+    """The W&B answers table: who answered what, then the registry's table metrics."""
+    return CONTEXT_COLUMNS + [m.name for m in metrics(table=True)]
+
+
+def table_row(record: dict, columns: list[str]) -> list:
+    return [record.get(c) for c in columns]
 
 
 def answers_markdown(records: list[dict], limit: int = 200) -> str:
@@ -231,14 +261,6 @@ def answers_markdown(records: list[dict], limit: int = 200) -> str:
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ⏎ ")
-
-
-def _wandb_run(args):
-    if "wandb" not in (args.report_to or []):
-        return None
-    import wandb
-
-    return wandb.run
 
 
 def _parameters_sharded(trainer) -> bool:

@@ -22,11 +22,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import SFT_ARGUMENTS, parse_config
     from ..data.sft import build_sft_datasets, load_sft_conversations, prepare_sft_tokenizer
+    from ..validation import validate
 
     argv = ["--config", args.config, *args.overrides]
     if args.samples is not None:
         argv += ["--audit_samples", str(args.samples)]
-    model_args, data_args, _, training_args, _ = parse_config(SFT_ARGUMENTS, argv)
+    model_args, data_args, _, training_args, _ = validate(parse_config(SFT_ARGUMENTS, argv))
     chats = load_sft_conversations(data_args, seed=training_args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         has_tokenizer = (Path(training_args.output_dir) / "tokenizer" / "tokenizer.json").is_file()

@@ -75,17 +75,12 @@ def settings_from_args(args: argparse.Namespace, tokenizer):
 def read_prompts(args: argparse.Namespace) -> list[dict]:
     records = [{"prompt": p} for p in args.prompt]
     if args.prompts_file:
-        with open(args.prompts_file, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{args.prompts_file}:{line_no}: not valid JSON ({err.msg})") from err
-                if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                    raise ValueError(f"{args.prompts_file}:{line_no}: needs a string field 'prompt'")
-                records.append(record)
+        from ..records import read_records
+
+        for where, record in read_records(args.prompts_file):
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                raise ValueError(f"{where}: needs a string field 'prompt'")
+            records.append(record)
         records = records[: len(args.prompt) + args.limit] if args.limit else records
     if not records:
         raise ValueError("no prompts: give --prompt TEXT or --prompts-file FILE")

@@ -51,15 +51,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..generation import load_for_generation
+    from ..probe_metrics import format_summary, summarize
     from ..probing import (
         ProbeStore,
         check_questions_fit,
         decoding_settings,
-        format_summary,
         load_probe_config,
         load_questions,
         probe_checkpoint,
-        summarize,
     )
     from ..report import checkpoints
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from ..config import SFTDataArguments
+from ..labels import IGNORE_INDEX
+from ..tokenization import GENERATION_MARKER
 from .chat import ChatStats
-from .sft import GENERATION_MARKER, IGNORE
 
 OPEN, CLOSE = "⟦", "⟧"
 MARKER_CHECK_SAMPLES = 200
@@ -130,7 +131,7 @@ def mark_supervised(tokenizer, input_ids: list[int], labels: list[int]) -> str:
     """
     pieces, run, supervised = [], [], None
     for token, label in zip(input_ids + [None], labels + [None]):
-        flag = label is not None and label != IGNORE
+        flag = label is not None and label != IGNORE_INDEX
         if run and (token is None or flag != supervised):
             text = tokenizer.decode(run, skip_special_tokens=False)
             pieces.append(f"{OPEN}{text}{CLOSE}" if supervised else text)
@@ -157,7 +158,7 @@ def cross_check_generation_markers(tokenizer, encoded: Dataset, limit: int = MAR
         checked += 1
         if list(ref["input_ids"]) != row["input_ids"]:
             ids_differ += 1
-        elif list(ref["assistant_masks"]) != [int(label != IGNORE) for label in row["labels"]]:
+        elif list(ref["assistant_masks"]) != [int(label != IGNORE_INDEX) for label in row["labels"]]:
             labels_differ += 1
     return checked, ids_differ, labels_differ
 

@@ -18,7 +18,6 @@ trimmed and counted; a conversation left without any assistant turn is dropped a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -26,10 +25,10 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from datasets import Dataset
 
+from ..records import RecordError, read_records
 from .corpus import CorpusError, resolve_corpus_specs
 
 logger = logging.getLogger(__name__)
@@ -80,37 +79,6 @@ class ChatData:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_records(path: str) -> Iterator[tuple[str, object]]:
-    """Yield (where, record) from a .jsonl (one object a line) or .json (a list of objects) file.
-
-    ``where`` is "file:line" for JSONL and "file record N" for JSON lists, for error messages.
-    """
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".jsonl"):
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{line_no}", json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ChatDataError(
-                    f"{path}:{line_no}: not valid JSON ({err.msg} at column {err.colno})"
-                ) from err
-        return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ChatDataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from err
-    if isinstance(data, dict):  # a single conversation
-        data = [data]
-    if not isinstance(data, list):
-        raise ChatDataError(
-            f"{path}: a .json SFT file must hold a list of records, got {type(data).__name__}"
-        )
-    for i, record in enumerate(data, 1):
-        yield f"{path} record {i}", record
 
 
 def detect_format(record: object, where: str) -> str:
@@ -327,7 +295,7 @@ def normalize_record(
 def load_file(path: str, fmt: str, options: LoadOptions, stats: ChatStats) -> list[dict]:
     """All usable conversations of one file as rows {messages, source, record}."""
     rows, info = [], {"format": fmt, "records": 0, "kept": 0}
-    for where, record in read_records(path):
+    for where, record in _records(path):
         info["records"] += 1
         if info["records"] == 1 and fmt == "auto":
             fmt = info["format"] = detect_format(record, where)
@@ -348,6 +316,13 @@ def load_file(path: str, fmt: str, options: LoadOptions, stats: ChatStats) -> li
     info["kept"] = len(rows)
     stats.files[path] = info
     return rows
+
+
+def _records(path: str) -> Iterator[tuple[str, object]]:
+    try:
+        yield from read_records(path)
+    except RecordError as err:
+        raise ChatDataError(str(err), "not valid JSON") from err
 
 
 def resolve_chat_files(spec: str) -> list[str]:

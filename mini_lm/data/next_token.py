@@ -3,8 +3,9 @@
     block [5, 6, 7, 8], context length 2  ->  {"input_ids": [6, 7], "labels": 8}
 
 The corpus is tokenized and packed exactly as for pretraining (documents separated by the
-tokenizer's eos, [SEP] for BERT), in blocks of ``max_len - 2`` tokens: up to ``max_len - 3``
-context tokens and the one that follows. Each block gives one row (the scheme predicts one token
+tokenizer's eos, [SEP] for BERT), in blocks of ``context_window + 1`` tokens: up to
+``context_window`` context tokens and the one that follows. The caller names the window
+(``mini_lm.models.bert_adapter.context_window(max_len)``: data never imports models). Each block gives one row (the scheme predicts one token
 per forward pass); its context length is drawn once, from a seeded generator, so train and eval
 rows are the same in every epoch and every run.
 """
@@ -45,14 +46,14 @@ def cut_windows(blocks: Dataset, min_context: int, seed: int, desc: str = "cut w
 
 
 def build_next_token_datasets(
-    data_args: PretrainDataArguments, mlm_args: MLMArguments, tokenizer, seed: int = 42
+    data_args: PretrainDataArguments, mlm_args: MLMArguments, tokenizer, context_window: int, seed: int = 42
 ) -> tuple[Dataset, Dataset | None]:
     """(train, eval) rows for recipes/mlm.py; ``max_train_samples`` draws that many windows at random."""
     if data_args.streaming:
         raise ValueError(
             "recipes/mlm.py does not stream: its windows are drawn at random from the whole corpus"
         )
-    packing = dataclasses.replace(data_args, block_size=mlm_args.max_len - 2)
+    packing = dataclasses.replace(data_args, block_size=context_window + 1)
     train_blocks, eval_blocks = build_pretrain_datasets(packing, tokenizer, seed=seed)
     if mlm_args.max_train_samples is not None:
         if mlm_args.max_train_samples > len(train_blocks):
@@ -74,7 +75,7 @@ def build_next_token_datasets(
         len(train),
         len(eval_ds) if eval_ds is not None else "no",
         mlm_args.min_context,
-        mlm_args.max_len - 3,
+        context_window,
     )
     return train, eval_ds
 

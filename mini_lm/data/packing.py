@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
+from ..labels import IGNORE_INDEX
+
 MIN_BLOCK = 2  # a block needs two tokens to hold one next-token target
 
 
@@ -102,5 +104,5 @@ class CausalLMCollator:
         for row, (feature, n) in enumerate(zip(features, lengths)):
             input_ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             attention_mask[row, :n] = 1
-        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

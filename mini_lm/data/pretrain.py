@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 
 import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
@@ -91,36 +92,16 @@ def _pack(docs: Dataset, tokenizer, sep: int, args: PretrainDataArguments, name:
     return blocks
 
 
-def prepare_tokenizer(model_args, data_args: PretrainDataArguments, output_dir: str, texts=None):
-    """The configured tokenizer; or, with ``tokenizer_vocab_size``, one trained on train_files
-    (or on ``texts``, an iterable of strings such as SFT message contents; read only when training).
+def corpus_texts(args: PretrainDataArguments) -> Iterator[str]:
+    """The training documents' texts, to train a tokenizer on (the corpus is read when iterated).
 
-    A trained tokenizer lands in ``<output_dir>/tokenizer`` and is reused when it exists (resume,
-    other ranks), so every process of a run sees identical ids.
+    ``prepare_tokenizer(model_args, out, data_args.tokenizer_vocab_size, corpus_texts(data_args))``
     """
-    from pathlib import Path
-
-    from ..tokenization import load_tokenizer, train_bpe_tokenizer
-
-    name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
-    if name:
-        return load_tokenizer(name)
-    if not data_args.tokenizer_vocab_size:
-        raise ValueError(
-            "no tokenizer: set tokenizer_name_or_path (or model_name_or_path), or "
-            "tokenizer_vocab_size to train one on train_files"
-        )
-    path = Path(output_dir) / "tokenizer"
-    if (path / "tokenizer.json").is_file():
-        logger.info("reusing tokenizer trained earlier: %s", path)
-        return load_tokenizer(path)
-    if texts is None:
-        docs = load_corpus(
-            data_args.train_files,
-            text_field=data_args.text_field,
-            sample_by=data_args.text_sample_by,
-            hub_split=data_args.hub_split,
-            min_chars=data_args.min_document_chars,
-        )
-        texts = docs["text"]
-    return train_bpe_tokenizer(texts, data_args.tokenizer_vocab_size, path)
+    docs = load_corpus(
+        args.train_files,
+        text_field=args.text_field,
+        sample_by=args.text_sample_by,
+        hub_split=args.hub_split,
+        min_chars=args.min_document_chars,
+    )
+    yield from docs["text"]

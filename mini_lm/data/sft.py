@@ -19,63 +19,24 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from datasets import Dataset
 
 from ..config import SFTDataArguments
-from ..tokenization import CHATML_TEMPLATE, IM_END, IM_START, stop_token_ids
+from ..labels import IGNORE_INDEX
+from ..tokenization import (
+    GENERATION_MARKER,
+    ChatTemplateError,
+    prepare_tokenizer,
+    set_chat_template,
+    stop_token_ids,
+)
+from .audit import LabelAudit, build_audit
 from .chat import ChatData, ChatDataError, LoadOptions, load_conversations
+from .sft_packing import pack_conversations
 
 logger = logging.getLogger(__name__)
-
-IGNORE = -100
-GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-
-class ChatTemplateError(ValueError):
-    """No usable chat template, or one that cannot be used to locate assistant turns."""
-
-
-# --------------------------------------------------------------------------- template
-
-
-def resolve_chat_template(tokenizer, spec: str | None) -> tuple[str, str]:
-    """(template, where it came from). None -> the tokenizer's own; "chatml"; a .jinja file; inline text."""
-    if spec is None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ChatTemplateError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template and none is "
-                "configured: set chat_template: chatml (or a .jinja file)"
-            )
-        return tokenizer.chat_template, "the tokenizer's own"
-    if spec.lower() == "chatml":
-        return CHATML_TEMPLATE, "chatml"
-    if "{%" in spec or "{{" in spec:
-        return spec, "inline (config)"
-    path = Path(spec)
-    if not path.is_file():
-        raise ChatTemplateError(
-            f"chat_template: no such file {spec} (use chatml, a .jinja file or a template)"
-        )
-    return path.read_text(encoding="utf-8"), str(path)
-
-
-def set_chat_template(tokenizer, spec: str | None) -> str:
-    """Install the template on the tokenizer (so it is saved with the model); add ChatML tokens if
-    the vocabulary lacks them. Returns where the template came from."""
-    template, origin = resolve_chat_template(tokenizer, spec)
-    if IM_START in template or IM_END in template:
-        missing = [t for t in (IM_START, IM_END) if t not in tokenizer.get_vocab()]
-        if missing:
-            tokenizer.add_tokens(missing, special_tokens=True)
-            logger.warning(
-                "chat template uses %s: added them to the tokenizer (the model's embeddings grow)", missing
-            )
-    tokenizer.chat_template = template
-    return origin
 
 
 @dataclass(frozen=True)
@@ -130,15 +91,15 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int, ends: 
             continue
         prompt, answer = render_turn(tokenizer, messages, i, done, ends)
         p_ids, a_ids = tokenizer([prompt[len(done) :], answer], add_special_tokens=False)["input_ids"]
-        a_labels = a_ids if message.get("loss_weight", 1.0) else [IGNORE] * len(a_ids)
+        a_labels = a_ids if message.get("loss_weight", 1.0) else [IGNORE_INDEX] * len(a_ids)
         if len(ids) + len(p_ids) + len(a_ids) > max_length:
             truncated = True
             if not ids:  # not even the first exchange fits: keep its head (possibly a partial answer)
                 ids = (p_ids + a_ids)[:max_length]
-                labels = ([IGNORE] * len(p_ids) + a_labels)[:max_length]
+                labels = ([IGNORE_INDEX] * len(p_ids) + a_labels)[:max_length]
             break
         ids += p_ids + a_ids
-        labels += [IGNORE] * len(p_ids) + a_labels
+        labels += [IGNORE_INDEX] * len(p_ids) + a_labels
         done = prompt + answer
         if message.get("loss_weight", 1.0):
             n_answers += 1
@@ -147,8 +108,8 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int, ends: 
         tail = tokenizer(render(tokenizer, messages)[len(done) :], add_special_tokens=False)["input_ids"]
         if len(ids) + len(tail) <= max_length:
             ids += tail
-            labels += [IGNORE] * len(tail)
-    n_supervised = sum(label != IGNORE for label in labels)
+            labels += [IGNORE_INDEX] * len(tail)
+    n_supervised = sum(label != IGNORE_INDEX for label in labels)
     drop = ""
     if n_supervised == 0:
         drop = f"prompt longer than max_length={max_length}" if truncated else "no supervised assistant turn"
@@ -195,7 +156,7 @@ class SFTConversations:
 class SFTData:
     train: Dataset  # input_ids, labels (+ position_ids when packed)
     eval: Dataset | None
-    audit: object  # mini_lm.data.audit.LabelAudit
+    audit: LabelAudit
 
 
 def load_sft_conversations(args: SFTDataArguments, seed: int = 42) -> SFTConversations:
@@ -248,9 +209,9 @@ def conversation_texts(chat: ChatData):
 
 def prepare_sft_tokenizer(model_args, data_args: SFTDataArguments, output_dir: str, chats: SFTConversations):
     """The configured tokenizer (or one trained on the conversations) with the chat template installed."""
-    from .pretrain import prepare_tokenizer
-
-    tokenizer = prepare_tokenizer(model_args, data_args, output_dir, texts=conversation_texts(chats.train))
+    tokenizer = prepare_tokenizer(
+        model_args, output_dir, data_args.tokenizer_vocab_size, conversation_texts(chats.train)
+    )
     origin = set_chat_template(tokenizer, data_args.chat_template)
     logger.info(
         "chat template: %s (%s generation markers)",
@@ -268,9 +229,6 @@ def encode_chats(chat: ChatData, tokenizer, args: SFTDataArguments) -> Dataset:
 
 def build_sft_datasets(chats: SFTConversations, tokenizer, args: SFTDataArguments) -> SFTData:
     """Encode, audit, drop samples with nothing to learn, and (with ``packing``) pack into rows."""
-    from .audit import build_audit
-    from .sft_packing import pack_conversations
-
     encoded = encode_chats(chats.train, tokenizer, args)
     audit = build_audit(chats.train.stats, encoded, tokenizer, args)
     train = _trainable(encoded)

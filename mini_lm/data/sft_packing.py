@@ -23,8 +23,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithFlattening, TrainerCallback
 
+from ..labels import IGNORE_INDEX
 from .packing import pad_id
-from .sft import IGNORE
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def pack_conversations(dataset: Dataset, max_length: int) -> Dataset:
         row_ids, row_labels, row_pos = [], [], []
         for i in members:
             row_ids += ids[i]
-            row_labels += [IGNORE] + labels[i][1:]
+            row_labels += [IGNORE_INDEX] + labels[i][1:]
             row_pos += range(len(ids[i]))
         rows["input_ids"].append(row_ids)
         rows["labels"].append(row_labels)
@@ -104,7 +104,7 @@ class SFTCollator:
         attention = [[1] * len(f["input_ids"]) for f in features]
         return {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
-            "labels": _pad([f["labels"] for f in features], IGNORE, width),
+            "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, width),
             "attention_mask": _pad(attention, 0, width),
             "use_cache": False,
         }
@@ -116,6 +116,11 @@ class PackedCollator:
 
     A row shorter than the batch is filled by a padding *segment*: pad ids, labels -100 and
     positions 0, 1, ... again, i.e. one more sequence that no real token attends to.
+
+    Not transformers' ``DataCollatorWithFlattening`` (the FlashAttention-2 path below): it puts the
+    whole batch in one row, and on SDPA/eager transformers then builds one (B*T)^2 block-diagonal
+    mask, B times the attention work of B rows of T. Same losses and gradients, but measured side by
+    side on CPU (Qwen2 64 wide, 8 rows, forward + backward) 3.5x slower per step at T=256, 5.0x at 512.
     """
 
     pad_token_id: int
@@ -126,7 +131,7 @@ class PackedCollator:
         positions = [list(f["position_ids"]) + list(range(width - len(f["position_ids"]))) for f in features]
         return {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, width),
-            "labels": _pad([f["labels"] for f in features], IGNORE, width),
+            "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, width),
             "position_ids": _pad(positions, 0, width),
             "use_cache": False,
         }

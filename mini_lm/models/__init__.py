@@ -180,8 +180,11 @@ def choose_attn_implementation(requested: str = "auto") -> str:
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """Random init (model_name_or_path unset) or load a pretrained dir; set generation stop ids."""
+def build_model(
+    args: ModelArguments, tokenizer: PreTrainedTokenizerBase, context_window: int | None = None
+) -> PreTrainedModel:
+    """Random init (model_name_or_path unset) or load a pretrained dir; set generation stop ids.
+    ``context_window``: the BERT adapter's (``bert_adapter.context_window(max_len)``), bound with its tokenizer."""
     attn = choose_attn_implementation(args.attn_implementation)
     if args.model_name_or_path:
         if args.dtype != "auto" and args.dtype not in _DTYPES:
@@ -201,7 +204,9 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
         config = build_model_config(args, tokenizer)
         model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     if isinstance(model, BertNextTokenLM):
-        model.bind_tokenizer(tokenizer)
+        model.bind_tokenizer(tokenizer, context_window)
+    elif context_window is not None:
+        raise ModelConfigError(f"context_window is the BERT adapter's; a {type(model).__name__} has none")
     set_generation_ids(model, tokenizer)
     if not autotokenizer_roundtrip_ok(tokenizer, model.config.model_type):
         logger.warning(
@@ -213,8 +218,8 @@ def build_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> Pre
     logger.info(
         "model: %s, %.2fM parameters (%.2fM without embeddings)",
         type(model).__name__,
-        count_parameters(model) / 1e6,
-        count_parameters(model, exclude_embeddings=True) / 1e6,
+        model.num_parameters() / 1e6,  # tied weights once
+        model.num_parameters(exclude_embeddings=True) / 1e6,
     )
     return model
 
@@ -226,19 +231,3 @@ def set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
         model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-
-
-def count_parameters(model: torch.nn.Module, exclude_embeddings: bool = False) -> int:
-    """Unique parameters (tied weights counted once); optionally without embedding tables."""
-    seen, total = set(), 0
-    embeddings = set()
-    if exclude_embeddings:
-        embeddings = {
-            id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
-        }
-    for p in model.parameters():
-        if id(p) in seen or id(p) in embeddings:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total

@@ -32,9 +32,6 @@ its weights are plain ``BertForMaskedLM`` weights.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -44,19 +41,19 @@ from transformers import (
     BertForMaskedLM,
     GenerationMixin,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 from transformers.generation.stopping_criteria import MaxLengthCriteria
 from transformers.modeling_outputs import CausalLMOutput
 
+from ..labels import IGNORE_INDEX
+
 # Special tokens the adapter adds around every context: [CLS] context [MASK] [SEP].
 SCHEME_TOKENS = 3
 
-# Typographic punctuation that bert-base-chinese's vocab lacks (it would become [UNK]: 3-4% of
-# the tokens of the classic novels), mapped to the full-width forms the vocab has.
-_PUNCTUATION_MAP = {"“": "＂", "”": "＂", "‘": "＇", "’": "＇", "—": "－", "…": "..."}
-# A space next to a CJK character or full-width punctuation is an artefact of WordPiece decoding.
-_CJK = r"[\p{Han}\x{3000}-\x{303F}\x{FF00}-\x{FFEF}]"
+
+def context_window(max_len: int) -> int:
+    """Context tokens in a BERT input of ``max_len`` tokens: [CLS] context [MASK] [SEP], so 15 -> 12."""
+    return max_len - SCHEME_TOKENS
 
 
 class BertNextTokenConfig(BertConfig):
@@ -100,7 +97,7 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
         if missing:
             raise ValueError(
                 f"the BERT adapter needs a tokenizer with {', '.join(missing)} (a WordPiece "
-                "BERT vocab, see mini_lm.models.bert_adapter.bert_tokenizer)"
+                "BERT vocab, see mini_lm.tokenization.bert_tokenizer)"
             )
         cfg = self.config
         cfg.mask_token_id, cfg.cls_token_id = tokenizer.mask_token_id, tokenizer.cls_token_id
@@ -163,8 +160,10 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
         loss = None
         if labels is not None:
             labels = labels.reshape(-1).to(logits.device)
-            loss = F.cross_entropy(logits[:, 0].float(), labels, ignore_index=-100, reduction="sum")
-            loss = loss / (num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum())
+            loss = F.cross_entropy(logits[:, 0].float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = loss / (
+                num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
+            )
         return CausalLMOutput(loss=loss, logits=logits)
 
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
@@ -186,43 +185,3 @@ class BertNextTokenLM(BertForMaskedLM, GenerationMixin):
 
 AutoConfig.register(BertNextTokenConfig.model_type, BertNextTokenConfig)
 AutoModelForCausalLM.register(BertNextTokenConfig, BertNextTokenLM)
-
-
-def bert_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
-    """WordPiece tokenizer for the adapter, from a dir holding ``vocab.txt`` (a plain BERT dir: its own
-    tokenizer.json, if any, is rebuilt from vocab.txt) or an adapter dir saved by recipes/mlm.py.
-
-    On top of BERT's pipeline: typographic quotes/dashes map to vocab entries instead of [UNK];
-    decoding joins CJK characters without spaces ("宝 玉 笑" -> "宝玉笑"); eos is [SEP] (the
-    document separator and stop token) and bos is [CLS]. Saved as a plain fast tokenizer, so
-    ``AutoTokenizer`` on a checkpoint dir reproduces exactly these ids and this decoding.
-    """
-    from tokenizers import Regex, decoders, normalizers
-    from transformers import BertTokenizerFast
-
-    from ..tokenization import TokenizerError, load_tokenizer
-
-    path = Path(name_or_path)
-    if not (path / "vocab.txt").is_file():
-        # A dir saved by recipes/mlm.py holds this tokenizer (tokenizer.json) and no vocab.txt.
-        if (path / "tokenizer.json").is_file():
-            return load_tokenizer(path)
-        raise TokenizerError(f"{path}: no vocab.txt (a WordPiece BERT vocabulary) or tokenizer.json found")
-    backend = BertTokenizerFast.from_pretrained(str(path)).backend_tokenizer
-    backend.normalizer = normalizers.Sequence(
-        [normalizers.Replace(a, b) for a, b in _PUNCTUATION_MAP.items()] + [backend.normalizer]
-    )
-    backend.decoder = decoders.Sequence(
-        [
-            decoders.WordPiece(prefix="##", cleanup=True),
-            decoders.Fuse(),
-            decoders.Replace(Regex(f"(?<={_CJK}) | (?={_CJK})"), ""),
-        ]
-    )
-    specials = dict(
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
-    )
-    missing = [tok for tok in specials.values() if backend.token_to_id(tok) is None]
-    if missing:
-        raise TokenizerError(f"{path}/vocab.txt lacks the BERT special tokens {', '.join(missing)}")
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="[CLS]", eos_token="[SEP]", **specials)
