@@ -1,6 +1,6 @@
 """Knowledge extraction on the synthetic world: which pretraining data lets SFT answer about held-out people?
 
-    python scripts/knowledge_extraction.py                          # 4 arms x 2 seeds, quickstart scale
+    python scripts/knowledge_extraction.py                          # every arm x 2 seeds, quickstart scale
     python scripts/knowledge_extraction.py --arms baseline mixed --seeds 0 1 2
     python scripts/knowledge_extraction.py --eval-only              # re-score the finished runs
 
@@ -13,9 +13,11 @@ the pretraining data (``mini-lm synth-world`` flags); model, steps and SFT are t
 - baseline: the original quickstart world: 4 biographies per person and language, permuted
   sentences, the full name in the first sentence and, by a coin toss, in the others;
 - augment: knowledge augmentation: the full name in every sentence ("fullname") and more
-  biographies ("multi"), still permuted;
+  biographies ("multi"), still permuted; augment+varied: also more phrasings ("varied-templates");
 - mixed: mixed training: the Q/A of the SFT half, as text, among the biographies;
-- augment+mixed: both.
+- augment+mixed: both;
+- arms named ``<world>-<variant>`` keep a world's pretrained model and change only SFT
+  (lower lr, fewer steps, LoRA).
 
 Each (arm, seed) runs synth-world (world seed = seed) -> recipes/pretrain.py -> recipes/sft.py
 (training seed 42 + seed), then scores held-out and SFT people, every fact, in both languages:
@@ -42,17 +44,28 @@ sys.path.insert(0, str(REPO))  # this checkout's mini_lm, whatever the venv's ed
 from mini_lm.generation import GenerationSettings, generate, load_for_generation, render_chat_prompt  # noqa: E402
 from mini_lm.scoring import best_choice, score_choices  # noqa: E402
 
-# Knowledge augmentation: the full name in every sentence, more phrasings, 6 biographies per
-# person and language (the baseline has 4, already with permuted sentences).
-AUGMENT = ["--fullname", "--varied-templates", "--bios-per-person", "6"]
-WORLDS = {"baseline": [], "augment": AUGMENT, "mixed": ["--mix-qa"], "augment+mixed": [*AUGMENT, "--mix-qa"]}
-FULL_SFT = ["--use_peft", "false", "--learning_rate", "1e-3"]  # the original quickstart SFT: all weights
+# Knowledge augmentation: the full name in every sentence and 6 biographies per person and language
+# (the baseline has 4, already with permuted sentences); "+varied" adds more phrasings, the name
+# mid-sentence and line breaks, so that a byte-level BPE sees both forms of an English name.
+AUGMENT = ["--fullname", "--bios-per-person", "6"]
+WORLDS = {
+    "baseline": [],
+    "augment": AUGMENT,
+    "augment+varied": [*AUGMENT, "--varied-templates"],
+    "mixed": ["--mix-qa"],
+    "augment+mixed": [*AUGMENT, "--mix-qa"],
+}
 # arm -> (world, SFT overrides on top of --sft-config). Arms with the same world share its pretraining.
+# The quickstart SFT is full-weight, lr 1e-3, 240 steps (~10 epochs of the SFT half's Q/A).
+LORA = ["--use_peft", "true", "--learning_rate", "3e-3"]
 ARMS = {
     "baseline": ("baseline", []),
-    "baseline-fullsft": ("baseline", FULL_SFT),
     "augment": ("augment", []),
-    "augment-fullsft": ("augment", FULL_SFT),
+    "augment-lowlr": ("augment", ["--learning_rate", "1e-4"]),
+    "augment-short": ("augment", ["--max_steps", "60"]),
+    "augment-lora": ("augment", LORA),
+    "augment+varied": ("augment+varied", []),
+    "augment+varied-lora": ("augment+varied", LORA),
     "mixed": ("mixed", []),
     "augment+mixed": ("augment+mixed", []),
 }
