@@ -1,6 +1,6 @@
 """Knowledge extraction on the synthetic world: which pretraining data lets SFT answer about held-out people?
 
-    python scripts/knowledge_extraction.py                          # 4 arms x 2 seeds, quickstart scale
+    python scripts/knowledge_extraction.py                          # every arm x 2 seeds, quickstart scale
     python scripts/knowledge_extraction.py --arms baseline mixed --seeds 0 1 2
     python scripts/knowledge_extraction.py --eval-only              # re-score the finished runs
 
@@ -13,9 +13,11 @@ the pretraining data (``mini-lm synth-world`` flags); model, steps and SFT are t
 - baseline: the original quickstart world: 4 biographies per person and language, permuted
   sentences, the full name in the first sentence and, by a coin toss, in the others;
 - augment: knowledge augmentation: the full name in every sentence ("fullname") and more
-  biographies ("multi"), still permuted;
+  biographies ("multi"), still permuted; augment+varied: also more phrasings ("varied-templates");
 - mixed: mixed training: the Q/A of the SFT half, as text, among the biographies;
-- augment+mixed: both.
+- augment+mixed: both;
+- arms named ``<world>-<variant>`` keep a world's pretrained model and change only SFT
+  (lower lr, fewer steps, LoRA).
 
 Each (arm, seed) runs synth-world (world seed = seed) -> recipes/pretrain.py -> recipes/sft.py
 (training seed 42 + seed), then scores held-out and SFT people, every fact, in both languages:
@@ -42,19 +44,37 @@ sys.path.insert(0, str(REPO))  # this checkout's mini_lm, whatever the venv's ed
 from mini_lm.generation import GenerationSettings, generate, load_for_generation, render_chat_prompt  # noqa: E402
 from mini_lm.scoring import best_choice, score_choices  # noqa: E402
 
+# Knowledge augmentation: the full name in every sentence and 6 biographies per person and language
+# (the baseline has 4, already with permuted sentences); "+varied" adds more phrasings, the name
+# mid-sentence and line breaks, so that a byte-level BPE sees both forms of an English name.
 AUGMENT = ["--fullname", "--bios-per-person", "6"]
-ARMS = {
+WORLDS = {
     "baseline": [],
     "augment": AUGMENT,
+    "augment+varied": [*AUGMENT, "--varied-templates"],
     "mixed": ["--mix-qa"],
     "augment+mixed": [*AUGMENT, "--mix-qa"],
+}
+# arm -> (world, SFT overrides on top of --sft-config). Arms with the same world share its pretraining.
+# The quickstart SFT is full-weight, lr 1e-3, 240 steps (~10 epochs of the SFT half's Q/A).
+LORA = ["--use_peft", "true", "--learning_rate", "3e-3"]
+ARMS = {
+    "baseline": ("baseline", []),
+    "augment": ("augment", []),
+    "augment-lowlr": ("augment", ["--learning_rate", "1e-4"]),
+    "augment-short": ("augment", ["--max_steps", "60"]),
+    "augment-lora": ("augment", LORA),
+    "augment+varied": ("augment+varied", []),
+    "augment+varied-lora": ("augment+varied", LORA),
+    "mixed": ("mixed", []),
+    "augment+mixed": ("augment+mixed", []),
 }
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--people", type=int, default=100)
     p.add_argument("--pretrain-config", default="recipes/configs/quickstart/pretrain.yaml")
@@ -81,24 +101,39 @@ def run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(cmd[:3])} failed ({done.returncode}): see {log}")
 
 
+def sft_dir(arm: str) -> str:
+    """The SFT output's folder inside the world's run dir: sft (the config as is) or sft_<variant>."""
+    return "sft" if not ARMS[arm][1] else "sft_" + arm.split("-", 1)[1]
+
+
 def train_arm(arm: str, seed: int, args) -> Path:
-    out = Path(args.work) / f"{arm}_seed{seed}"
+    """synth-world -> pretrain -> SFT for one arm; a stage whose output exists is reused (delete to redo)."""
+    world_name, sft_overrides = ARMS[arm]
+    out = Path(args.work) / f"{world_name}_seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     py, common = sys.executable, ["--probe", "false", "--report_to", "none", "--seed", str(42 + seed)]
-    synth = ["--out", str(out / "world"), "--seed", str(seed), "--people", str(args.people)]
-    run([py, "-m", "mini_lm.cli", "synth-world", *synth, *ARMS[arm]], out / "synth.log")
-    pretrain = ["--train_files", str(out / "world/pretrain.jsonl"), "--output_dir", str(out / "pretrain")]
-    run(
-        [py, "recipes/pretrain.py", "--config", args.pretrain_config, *pretrain, *common]
-        + shlex.split(args.pretrain_overrides),
-        out / "pretrain.log",
-    )
-    sft = ["--model_name_or_path", str(out / "pretrain"), "--train_files", str(out / "world/qa_sft.jsonl")]
-    run(
-        [py, "recipes/sft.py", "--config", args.sft_config, *sft, "--output_dir", str(out / "sft"), *common]
-        + ["--disable_tqdm", "true", *shlex.split(args.sft_overrides)],
-        out / "sft.log",
-    )
+    if not (out / "pretrain/train_results.json").is_file():
+        synth = ["--out", str(out / "world"), "--seed", str(seed), "--people", str(args.people)]
+        run([py, "-m", "mini_lm.cli", "synth-world", *synth, *WORLDS[world_name]], out / "synth.log")
+        data = ["--train_files", str(out / "world/pretrain.jsonl"), "--output_dir", str(out / "pretrain")]
+        run(
+            [py, "recipes/pretrain.py", "--config", args.pretrain_config, *data, *common]
+            + shlex.split(args.pretrain_overrides),
+            out / "pretrain.log",
+        )
+    sft = out / sft_dir(arm)
+    if not (sft / "train_results.json").is_file():
+        data = [
+            "--model_name_or_path",
+            str(out / "pretrain"),
+            "--train_files",
+            str(out / "world/qa_sft.jsonl"),
+        ]
+        run(
+            [py, "recipes/sft.py", "--config", args.sft_config, *data, "--output_dir", str(sft), *common]
+            + ["--disable_tqdm", "true", *sft_overrides, *shlex.split(args.sft_overrides)],
+            out / f"{sft.name}.log",
+        )
     return out
 
 
@@ -143,11 +178,11 @@ def questions(world: Path, stage: str, split: str, tokenizer) -> tuple[list[dict
     return items, [{**q, "rendered": q["prompt"]} for q in mc if "prompt" in q]
 
 
-def evaluate(run_dir: Path, examples: int = 0) -> dict:
+def evaluate(run_dir: Path, sft: str = "sft", examples: int = 0) -> dict:
     """Per stage and split: generation accuracy (overall and per attribute), multiple-choice accuracy."""
     result = {}
     for stage in ("sft", "pretrain"):
-        model, tokenizer = load_for_generation(str(run_dir / stage))
+        model, tokenizer = load_for_generation(str(run_dir / (sft if stage == "sft" else stage)))
         for split in ("heldout", "sft"):
             items, mc = questions(run_dir / "world", stage, split, tokenizer)
             texts, hits = generation_scores(
@@ -169,7 +204,9 @@ def evaluate(run_dir: Path, examples: int = 0) -> dict:
                 "mc_chance": sum(1 / len(q["choices"]) for q in mc) / len(mc),
                 "examples": [[i["text"], t, h] for i, t, h in list(zip(items, texts, hits))[:examples]],
             }
-    result["seconds"] = {stage: _train_seconds(run_dir / stage) for stage in ("pretrain", "sft")}
+    result["seconds"] = {
+        stage: _train_seconds(run_dir / d) for stage, d in (("pretrain", "pretrain"), ("sft", sft))
+    }
     return result
 
 
@@ -179,26 +216,44 @@ def _train_seconds(stage_dir: Path) -> dict:
     return {"train_runtime": metrics["train_runtime"], "steps": steps}
 
 
+COLUMNS = (  # (header, result key, metric)
+    ("held-out chat: generation", "sft/heldout", "generation"),
+    ("held-out chat: MC acc_norm", "sft/heldout", "char"),
+    ("held-out chat: MC acc", "sft/heldout", "sum"),
+    ("SFT people chat: generation", "sft/sft", "generation"),
+    ("SFT people chat: MC acc_norm", "sft/sft", "char"),
+    ("held-out raw after pretraining: generation", "pretrain/heldout", "generation"),
+    ("held-out raw after pretraining: MC acc_norm", "pretrain/heldout", "char"),
+)
+
+
+def _metric(r: dict, key: str, metric: str) -> float:
+    return r[key]["generation"] if metric == "generation" else r[key]["mc"][metric]
+
+
 def table(results: dict) -> str:
-    pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
-    rows = [
-        "| arm | seed | held-out chat: generation | held-out chat: MC acc / acc_norm | SFT people chat: "
-        "generation | SFT people chat: MC acc / acc_norm | held-out raw after pretraining: generation / MC "
-        "acc_norm | pretrain s/step |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for key, r in results.items():
-        arm, seed = key.rsplit("_seed", 1)
-        h, s, raw = r["sft/heldout"], r["sft/sft"], r["pretrain/heldout"]
-        t = r["seconds"]["pretrain"]
-        rows.append(
-            f"| {arm} | {seed} | {pct(h['generation'])} | {pct(h['mc']['sum'])} / {pct(h['mc']['char'])} | "
-            f"{pct(s['generation'])} | {pct(s['mc']['sum'])} / {pct(s['mc']['char'])} | "
-            f"{pct(raw['generation'])} / {pct(raw['mc']['char'])} | {t['train_runtime'] / t['steps']:.2f} |"
-        )
-    chance = next(iter(results.values()))["sft/heldout"]["mc_chance"]
-    n = next(iter(results.values()))["sft/heldout"]["n"]
-    return "\n".join(rows) + f"\n\nMultiple-choice chance: {pct(chance)}; {n} questions per split and mode."
+    """One row per (arm, seed) and a mean row per arm with several seeds; MC chance at the bottom."""
+    header = ["arm", "seed", *(c[0] for c in COLUMNS), "pretrain s/step", "SFT s/step"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for arm in ARMS:
+        runs = sorted((r for r in results.values() if r["arm"] == arm), key=lambda r: r["seed"])
+        for r in runs:
+            cells = [f"{100 * _metric(r, k, m):.0f}%" for _, k, m in COLUMNS]
+            pace = [
+                f"{r['seconds'][st]['train_runtime'] / r['seconds'][st]['steps']:.2f}"
+                for st in ("pretrain", "sft")
+            ]
+            rows.append(f"| {arm} | {r['seed']} | " + " | ".join(cells + pace) + " |")
+        if len(runs) > 1:
+            means = [sum(_metric(r, k, m) for r in runs) / len(runs) for _, k, m in COLUMNS]
+            rows.append(
+                f"| **{arm}** | mean | " + " | ".join(f"**{100 * x:.0f}%**" for x in means) + " | | |"
+            )
+    first = next(iter(results.values()))["sft/heldout"]
+    return "\n".join(rows) + (
+        f"\n\nMultiple-choice chance: {100 * first['mc_chance']:.0f}%; {first['n']} questions per split "
+        "(every fact of 50 people, zh + en). s/step: wall time under whatever else ran on the machine."
+    )
 
 
 def print_scores(result: dict) -> None:
@@ -227,20 +282,19 @@ def main(argv=None) -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
     for seed in args.seeds:
         for arm in args.arms:
-            run_dir = Path(args.work) / f"{arm}_seed{seed}"
             began = time.time()
+            run_dir = Path(args.work) / f"{ARMS[arm][0]}_seed{seed}"
             if not args.eval_only:
                 train_arm(arm, seed, args)
-            results[run_dir.name] = {"arm": arm, "seed": seed, "flags": ARMS[arm], **evaluate(run_dir)}
-            print(f"{run_dir.name}: done in {time.time() - began:.0f}s", flush=True)
+            key = f"{arm} seed{seed}"
+            flags = {"world": WORLDS[ARMS[arm][0]], "sft": ARMS[arm][1]}
+            results[key] = {"arm": arm, "seed": seed, **flags, **evaluate(run_dir, sft_dir(arm))}
+            print(f"{key}: done in {time.time() - began:.0f}s", flush=True)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=1) + "\n")  # after each run: nothing lost to a crash
-    text = table(
-        {
-            k: results[k]
-            for k in sorted(results, key=lambda k: (list(ARMS).index(results[k]["arm"]), results[k]["seed"]))
-        }
-    )
+            path.write_text(
+                json.dumps(results, indent=1, ensure_ascii=False) + "\n"
+            )  # nothing lost to a crash
+    text = table(results)
     print(text)
     doc = Path(args.doc)
     if doc.is_file() and START in doc.read_text():

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -196,3 +197,40 @@ def test_distractors_are_as_common_as_answers():
             distractors += [count[c] for c in q["choices"] if c != q["answer"]]
     mean_answer, mean_distractor = sum(answers) / len(answers), sum(distractors) / len(distractors)
     assert abs(mean_answer - mean_distractor) / mean_answer < 0.05
+
+
+def sentences(bio: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[。.])[ \n]?", bio) if s]
+
+
+def test_varied_templates_add_phrasings_with_the_name_mid_sentence_and_line_breaks():
+    import random
+
+    from mini_lm.data.synthetic import EXTRA_BIO_TEMPLATES
+
+    world = generate_world(seed=2, n_people=30)
+    for lang in ("zh", "en"):
+        rng = random.Random(0)
+        bios = [write_biography(p, lang, rng, fullname=True, varied_templates=True) for p in world.people]
+        plain = [write_biography(p, lang, rng, fullname=True) for p in world.people]
+        for p, bio in zip(world.people, bios):
+            assert bio.count(p.name(lang)) == len(sentences(bio)) == len(ATTRIBUTES)
+            assert all(p.facts(lang)[attr] in bio for attr in ATTRIBUTES)
+        mid = [
+            s for bio, p in zip(bios, world.people) for s in sentences(bio) if not s.startswith(p.name(lang))
+        ]
+        assert mid and all(
+            s.startswith(p.name(lang)) for bio, p in zip(plain, world.people) for s in sentences(bio)
+        )
+        first_words = {t.split("{n}")[0] for ts in EXTRA_BIO_TEMPLATES[lang].values() for t in ts}
+        assert any(s.startswith(w) for s in mid for w in first_words if w)
+        # both token forms of a name: after a space (" Wei", as in questions) and at a line start
+        # ("Wei", as an answer starts); the plain paragraph has no line break
+        assert all("\n" not in bio for bio in plain) and sum("\n" in bio for bio in bios) > len(bios) // 2
+    # with pronouns, a sentence starts with a capital and a pronoun mid-sentence stays lower case
+    rng = random.Random(1)
+    for p in world.people:
+        for sentence in sentences(write_biography(p, "en", rng, varied_templates=True)):
+            assert sentence[0].isupper()
+            if p.name_en not in sentence:  # a pronoun sentence ("He" is also a surname)
+                assert " He " not in sentence and " She " not in sentence, sentence

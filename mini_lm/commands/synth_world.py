@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "first; the others use a pronoun half of the time)",
     )
     parser.add_argument(
+        "--varied-templates",
+        action="store_true",
+        help="knowledge augmentation: more phrasings per fact, some with the name mid-sentence",
+    )
+    parser.add_argument(
         "--mix-qa",
         action="store_true",
         help="mixed training: pretrain.jsonl also holds the Q/A of the sft half as text",
@@ -43,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         langs=tuple(args.langs),
         heldout_fraction=args.heldout_fraction,
         fullname=args.fullname,
+        varied_templates=args.varied_templates,
         mix_qa=args.mix_qa,
         n_choices=args.choices,
     )

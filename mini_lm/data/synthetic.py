@@ -229,6 +229,33 @@ BIO_TEMPLATES = {
         ],
     },
 }
+# More phrasings for knowledge augmentation (``varied_templates``): the name mid-sentence, after a
+# few words, as it stands in most questions ("When was Wei Wang born?"), so pretraining practises
+# finding a person's name anywhere in a sentence for every person, not only the SFT half.
+EXTRA_BIO_TEMPLATES = {
+    "zh": {
+        "birth_date": ["据记载，{n}生于{v}。", "每年的这一天都是{n}的生日：{v}。"],
+        "birthplace": ["说起家乡，{n}出生在{v}。", "很少有人知道{n}的出生地是{v}。"],
+        "university": ["高中毕业后，{n}考入了{v}。", "当年{n}就读于{v}。"],
+        "major": ["上大学时{n}的专业是{v}。", "在大学里，{n}主修{v}。"],
+        "employer": ["如今{n}在{v}工作。", "目前{n}就职于{v}。"],
+        "work_city": ["这些年{n}一直生活在{v}。", "后来{n}定居在{v}。"],
+    },
+    "en": {
+        "birth_date": [
+            "Records show that {n} was born on {v}.",
+            "As the family tells it, {n} was born on {v}.",
+        ],
+        "birthplace": [
+            "As a child, {n} lived in {v}, where {s} was born.",
+            "The city where {n} was born is {v}.",
+        ],
+        "university": ["After school, {n} graduated from {v}.", "Years ago {n} studied at {v}."],
+        "major": ["At university, {n} majored in {v}.", "The subject that {n} studied was {v}."],
+        "employer": ["These days {n} works at {v}.", "The company that {n} works for is {v}."],
+        "work_city": ["Today {n} lives in {v}.", "The city where {n} lives is {v}."],
+    },
+}
 QUESTION_TEMPLATES = {
     "zh": {
         "birth_date": ["{n}的生日是哪天？", "{n}是哪一天出生的？"],
@@ -364,19 +391,23 @@ def generate_world(seed: int = 0, n_people: int = 200, heldout_fraction: float =
 def _pronouns(person: Person, lang: str) -> dict[str, str]:
     if lang == "zh":
         return {"n": "他" if person.gender == "m" else "她"}
-    he = person.gender == "m"
+    he = person.gender == "m"  # lower case: write_biography capitalises a sentence's first letter
     return {
-        "n": "He" if he else "She",
-        "p": "His" if he else "Her",
+        "n": "he" if he else "she",
+        "p": "his" if he else "her",
         "q": "his" if he else "her",
         "s": "he" if he else "she",
     }
 
 
-def write_biography(person: Person, lang: str, rng: random.Random, fullname: bool = False) -> str:
+def write_biography(
+    person: Person, lang: str, rng: random.Random, fullname: bool = False, varied_templates: bool = False
+) -> str:
     """All six facts, shuffled, one random phrasing each. The full name opens the biography; the
     other sentences use it too with ``fullname``, else each one tosses a coin between name and
-    pronoun (so a fact may be stated only after "He", far from the name it belongs to)."""
+    pronoun (so a fact may be stated only after "He", far from the name it belongs to).
+    ``varied_templates`` adds EXTRA_BIO_TEMPLATES to the phrasings drawn from and breaks lines
+    between some sentences."""
     facts, order = person.facts(lang), list(ATTRIBUTES)
     rng.shuffle(order)
     sentences = []
@@ -384,8 +415,22 @@ def write_biography(person: Person, lang: str, rng: random.Random, fullname: boo
         use_name = fullname or k == 0 or rng.random() < 0.5
         slots = {"n": person.name(lang), "p": f"{person.name(lang)}'s"} if use_name else {}
         words = {**_pronouns(person, lang), **slots, "v": facts[attr]}
-        sentences.append(rng.choice(BIO_TEMPLATES[lang][attr]).format(**words))
-    return ("" if lang == "zh" else " ").join(sentences)
+        phrasings = BIO_TEMPLATES[lang][attr] + (EXTRA_BIO_TEMPLATES[lang][attr] if varied_templates else [])
+        sentences.append(_capitalize(rng.choice(phrasings).format(**words)))
+    space = "" if lang == "zh" else " "
+    if not varied_templates:
+        return space.join(sentences)
+    # Half the sentences start a new line. A byte-level BPE splits "Wei" (line start, as an answer
+    # begins after "assistant\n") and " Wei" (after a space, as in a question) into different
+    # tokens: both forms must name the same person in pretraining, or SFT cannot copy a held-out
+    # name from the question into the answer (measured: 16% of English names copied without).
+    breaks = [rng.choice((space, "\n")) for _ in sentences[1:]]
+    return sentences[0] + "".join(b + s for b, s in zip(breaks, sentences[1:]))
+
+
+def _capitalize(sentence: str) -> str:
+    """A pronoun substituted at a sentence start ("{n} lives ..." -> "he lives") gets its capital back."""
+    return sentence[:1].upper() + sentence[1:]
 
 
 def answer_sentence(person: Person, lang: str, attr: str, value: str | None = None) -> str:
@@ -522,6 +567,7 @@ def write_world(
     langs: tuple[str, ...] = ("zh", "en"),
     heldout_fraction: float = 0.5,
     fullname: bool = False,
+    varied_templates: bool = False,
     mix_qa: bool = False,
     n_choices: int = 4,
 ) -> dict[str, Path]:
@@ -529,7 +575,8 @@ def write_world(
 
     - people.jsonl: every person and their facts;
     - bios.jsonl ({"text"}): ``bios_per_person`` biographies per person and language, each with
-      fresh sentence order and phrasing (``fullname``: the full name in every sentence);
+      fresh sentence order and phrasing (``fullname``: the full name in every sentence;
+      ``varied_templates``: more phrasings, with the name mid-sentence);
     - pretrain.jsonl ({"text"}): what to pretrain on: the biographies, plus with ``mix_qa`` the Q/A
       of the ``sft`` half as text (``qa_text``), shuffled among them ("mixed training");
     - qa_sft.jsonl / qa_heldout.jsonl: chat ``messages`` with the expected value;
@@ -538,7 +585,8 @@ def write_world(
     - probe_questions.yaml: a few of each kind, for the checkpoint probes.
 
     Knowledge augmentation after Allen-Zhu & Li (Physics of LMs 3.1): several biographies with
-    permuted sentences ("multi" + "permute") and the full name in each sentence ("fullname").
+    permuted sentences ("multi" + "permute"), varied phrasings and the full name in each sentence
+    ("fullname").
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -551,7 +599,7 @@ def write_world(
         paths["people"],
         [{**asdict(p), "facts": {lang: p.facts(lang) for lang in langs}} for p in world.people],
     )
-    bios = _biographies(world, langs, bios_per_person, fullname, random.Random(seed + 1))
+    bios = _biographies(world, langs, bios_per_person, (fullname, varied_templates), random.Random(seed + 1))
     _write_jsonl(paths["bios"], bios)
     qa = {
         split: [qa for p in world.people if p.split == split for lang in langs for qa in qa_pairs(p, lang)]
@@ -567,9 +615,9 @@ def write_world(
     return paths
 
 
-def _biographies(world: World, langs, bios_per_person: int, fullname: bool, rng: random.Random) -> list[dict]:
+def _biographies(world: World, langs, bios_per_person: int, style: tuple, rng: random.Random) -> list[dict]:
     bios = [
-        {"text": write_biography(p, lang, rng, fullname), "person_id": p.id, "lang": lang}
+        {"text": write_biography(p, lang, rng, *style), "person_id": p.id, "lang": lang}
         for p in world.people
         for lang in langs
         for _ in range(bios_per_person)
