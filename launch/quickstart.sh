@@ -15,8 +15,8 @@ OUT=${OUT:-runs/quickstart}
 rm -rf "$OUT"
 start=$(date +%s)
 
-echo "== 1/6 synthetic world: 100 people, biographies in Chinese and English, Q/A, probe questions"
-mini-lm synth-world --out "$OUT/world" --seed 0 --people 100
+echo "== 1/6 synthetic world: 100 people, 6 biographies each (full names, permuted sentences) in Chinese and English, Q/A, probe questions"
+mini-lm synth-world --out "$OUT/world" --seed 0 --people 100 --fullname --bios-per-person 6
 
 echo "== 2/6 tokenizer + pretraining (tiny Qwen2, recipes/configs/quickstart/pretrain.yaml), probes at every save"
 python recipes/pretrain.py --config recipes/configs/quickstart/pretrain.yaml \
