@@ -19,6 +19,7 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, IterableDataset
 
+from ..errors import UserError
 from ..tokenization import looks_like_hub_id
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parq
 SAMPLE_BY = ("line", "paragraph", "document")
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus path or file that cannot be used."""
 
 
