@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
+from ..errors import UserError
 from ..records import RecordError, read_records
 from .corpus import CorpusError, resolve_corpus_specs
 
@@ -45,7 +46,7 @@ SHAREGPT_ROLES = {
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")  # {{name}}; "{{ form.as_p }}" in code answers is left alone
 
 
-class ChatDataError(ValueError):
+class ChatDataError(UserError, ValueError):
     """An SFT record or file that cannot be used; the message names file, line/record and field.
 
     ``reason`` is the short kind of problem ("unknown role"), used to count skips.
@@ -162,7 +163,7 @@ def from_messages(record: dict, where: str) -> list[dict]:
                 f"{where}: {name}.role: unknown role {role!r} (known: {', '.join(ROLES)})", "unknown role"
             )
         weight = m.get("loss_weight", 1.0)
-        if weight not in (0, 1):
+        if isinstance(weight, bool) or weight not in (0, 1):  # True == 1 in Python: a JSON true is not 0/1
             raise ChatDataError(
                 f"{where}: {name}.loss_weight must be 0 or 1, got {weight!r}", "bad loss_weight"
             )
