@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoints import choose_start, whole_run_train_loss
 from .throughput import ThroughputMeter, device_peak_tflops, model_flops_per_token
 
 logger = logging.getLogger(__name__)
@@ -135,39 +135,37 @@ def _has_wandb_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def resolve_resume(args: TrainingArguments) -> str | None:
-    """Checkpoint to resume from; refuse to silently mix a fresh run into an old output_dir.
+def prepare_run_dir(args: TrainingArguments) -> str | None:
+    """Decide how the run starts, before any data or model work (mini_lm/checkpoints.py): the
+    checkpoint it resumes from (None: from scratch), a refusal of an output_dir that holds a run,
+    or the previous run moved aside. The main process acts first, the others then read the same
+    dir; a second call (``run_training`` makes one) changes nothing."""
+    if getattr(args, _PREPARED, False):
+        return args.resume_from_checkpoint
+    with args.main_process_first(local=False, desc="output dir"):
+        checkpoint = choose_start(args, act=args.process_index == 0)
+    setattr(args, _PREPARED, True)
+    return checkpoint
 
-    resume_from_checkpoint: "last"/"true" -> newest checkpoint-N in output_dir; a path -> that.
-    """
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    wanted = args.resume_from_checkpoint
-    if wanted is None or str(wanted).lower() in ("", "false", "none"):
-        if last and not getattr(args, "overwrite_output_dir", False):
-            raise FileExistsError(
-                f"{args.output_dir} already holds {Path(last).name} from an earlier run: pass "
-                "--resume_from_checkpoint last to continue it, --overwrite_output_dir to start over, "
-                "or choose another --output_dir"
-            )
-        return None
-    if str(wanted).lower() in ("last", "true"):
-        if last is None:
-            logger.info(
-                "resume_from_checkpoint=last but %s has no checkpoint: starting fresh", args.output_dir
-            )
-        return last
-    if not os.path.isdir(wanted):
-        raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint dir at {wanted}")
-    return wanted
+
+_PREPARED = "_mini_lm_run_dir_prepared"
 
 
 def run_training(trainer: Trainer) -> dict[str, float]:
-    """Train (resuming if asked), save the final model + tokenizer, evaluate; return metrics."""
+    """Train (resuming if asked), save the final model + tokenizer, evaluate; return metrics.
+
+    A callback that stopped the run for a reason the user must see (``training_failure``: the
+    non-finite guard's) raises it here instead of the final save. ``train_loss`` covers the
+    whole run, a resumed one included (``checkpoints.whole_run_train_loss``)."""
     args = trainer.args
-    checkpoint = resolve_resume(args)
+    checkpoint = prepare_run_dir(args)
     result = trainer.train(resume_from_checkpoint=checkpoint)
+    for callback in trainer.callback_handler.callbacks:
+        failure = getattr(callback, "training_failure", None)  # e.g. NonFiniteGuard's: no final save
+        if failure is not None:
+            raise failure
     trainer.save_model()  # final weights + tokenizer (processing_class) into output_dir
-    metrics = dict(result.metrics)
+    metrics = {**result.metrics, **whole_run_train_loss(trainer.state.log_history, result.metrics)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     if trainer.eval_dataset is not None:
