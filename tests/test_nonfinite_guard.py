@@ -5,8 +5,6 @@ here on purpose: the guard works with any Trainer."""
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainerCallback
 
 from mini_lm.callbacks import NonFiniteError, NonFiniteGuard, add_recipe_callbacks
 from mini_lm.data.synthetic import write_world
+from mini_lm.errors import run_main
 from mini_lm.training import run_training
 
 from .conftest import REPO
@@ -184,15 +183,17 @@ def bios(tmp_path_factory) -> str:
     return str(write_world(tmp_path_factory.mktemp("world"), seed=0, n_people=30, bios_per_person=2)["bios"])
 
 
-def test_a_diverging_recipe_run_exits_non_zero_with_one_line_and_writes_no_nan(bios, tmp_path):
-    """The observed case, tiny: lr 1e3 without warmup used to save NaN checkpoints and exit 0."""
+def test_a_diverging_recipe_run_exits_non_zero_with_one_line_and_writes_no_nan(bios, tmp_path, capsys):
+    """The observed case, tiny: lr 1e3 without warmup used to save NaN checkpoints and exit 0.
+    (run_main is what ``python recipes/pretrain.py`` exits with; tests/test_user_errors.py runs it
+    as a process.)"""
     out = tmp_path / "run"
     argv = [*TINY, "--train_files", bios, "--output_dir", str(out), "--learning_rate", "1e3"]
     argv += ["--warmup_steps", "0", "--max_steps", "30", "--save_steps", "1", "--logging_steps", "1"]
-    result = subprocess.run([sys.executable, str(PRETRAIN), *argv], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 3, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: training stopped at step ") and "Traceback" not in result.stderr
+    assert run_main(recipe_main(), argv) == 3
+    err = capsys.readouterr().err
+    (last,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert last.startswith("error: training stopped at step ") and "Traceback" not in err
     step = int(last.split("step ")[1].split(":")[0])
     assert f"last good checkpoint is {out / f'checkpoint-{step - 1}'}" in last
     assert not (out / f"checkpoint-{step}").exists() and not (out / "model.safetensors").exists()
@@ -200,3 +201,12 @@ def test_a_diverging_recipe_run_exits_non_zero_with_one_line_and_writes_no_nan(b
         assert all(torch.isfinite(t).all() for t in tensors.values()), path
     state = json.loads((out / f"checkpoint-{step - 1}" / "trainer_state.json").read_text())
     assert all(h["loss"] != 0 for h in state["log_history"] if "loss" in h)
+
+
+def recipe_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_guard_recipe", PRETRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
