@@ -1,7 +1,7 @@
 """Generation benchmark (seed 003): ms/token by prompt length, tokens/s by batch, KV cache on vs off.
 
     python bench/generation.py                       # CPU: a few minutes; prints a table, writes JSON
-    python bench/generation.py --device cuda --hidden 768 --layers 12 --out bench/results/gpu.json
+    python bench/generation.py --device cuda --dtype bfloat16 --hidden 768 --layers 12 --out bench/results/gpu.json
     python bench/generation.py --quick               # seconds: smoke run, ratios meaningless
 
 Everything goes through ``mini_lm.generation.generate`` (HF generate, left padding, seeded), on a
@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=None, help="qwen2 GQA key/value heads (default: --heads)")
+    p.add_argument("--intermediate", type=int, default=None, help="MLP width (default: 4 x hidden)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--tokenizer", default=str(DATA / "tokenizers/minimind"))
     p.add_argument("--corpus", default=str(DATA / "corpus/zh/hongloumeng.txt"))
     p.add_argument("--prompt-lengths", type=int, nargs="+", default=[64, 128, 256, 512])
@@ -174,17 +177,20 @@ def main(argv=None) -> dict:
             hidden_size=args.hidden,
             num_hidden_layers=args.layers,
             num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+            intermediate_size=args.intermediate,
             max_position_embeddings=longest,
         ),
         tok,
     )
-    model.to(args.device).eval()
+    model.to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
     report = {
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "model": {
             "family": args.family,
             "hidden": args.hidden,
             "layers": args.layers,
+            "dtype": args.dtype,
             "parameters": model.num_parameters(),
             "vocab": len(tok),
         },

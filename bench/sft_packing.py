@@ -59,7 +59,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hidden-size", type=int, default=None, help="default: 128 on CPU, 512 on GPU")
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--attn", default="auto", help="auto | sdpa | eager | flash_attention_2")
+    parser.add_argument(
+        "--attn", default="auto", help="auto | sdpa | eager | flex_attention | flash_attention_2"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench/sft_packing.json")
     return parser
@@ -87,7 +89,7 @@ def build(opts, device: str):
         max_position_embeddings=opts.max_length,
         attn_implementation=opts.attn,
     )
-    model = build_model(args, tokenizer).to(device)
+    model = build_model(args, tokenizer, packed_rows=True).to(device)  # auto: the kernel for packed rows
     return tokenizer, convs, model
 
 

@@ -215,6 +215,13 @@ class StepTimer(TrainerCallback):
             )
 
 
+def checkpointing_field() -> str:
+    """TrainingArguments' name for activation checkpointing: activation_checkpointing from transformers
+    5.23 (the old name a deprecated alias), gradient_checkpointing before (5.17 on the GPU machine)."""
+    fields = MiniLMTrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
 def measure(shape: Shape, variant: Variant, tokenizer, data: dict, opts) -> dict:
     """Train ``opts.warmup + opts.steps`` steps of one variant; tokens/s over the steps after warm-up."""
     set_seed(0)
@@ -239,7 +246,7 @@ def measure(shape: Shape, variant: Variant, tokenizer, data: dict, opts) -> dict
             disable_tqdm=True,
             dataloader_num_workers=0,
             seed=0,
-            activation_checkpointing=opts.activation_checkpointing,
+            **{checkpointing_field(): opts.activation_checkpointing},
         )
         kwargs = {"seq_len": shape.seq_len} if variant.mini_lm_trainer else {}
         trainer = (MiniLMTrainer if variant.mini_lm_trainer else Trainer)(

@@ -29,6 +29,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .errors import ConfigError
 from .launch_checks import check_global_batch, no_accelerator, pinned_batch_values
+from .loss import check_liger_kernel
 
 
 @dataclass
@@ -78,10 +79,20 @@ class ModelArguments:
     attn_implementation: str = field(
         default="auto",
         metadata={
-            "help": "auto (flash_attention_2 when flash_attn is importable and CUDA is present, "
-            "else sdpa) | flash_attention_2 | sdpa | eager."
+            "help": "auto (flash_attention_2 when flash_attn is importable and CUDA is present; else "
+            "flex_attention for packed SFT rows on CUDA; else sdpa) | flash_attention_2 | flex_attention "
+            "| sdpa | eager."
         },
     )
+    lm_loss: str = field(
+        default="full",
+        metadata={
+            "help": "full: the model's own loss over (tokens x vocab) logits | chunked: LM head + "
+            "cross-entropy a chunk of tokens at a time, never the full fp32 logits (mini_lm/loss.py). "
+            "use_liger_kernel: true replaces either with Liger's fused kernel (GPU)."
+        },
+    )
+    lm_loss_chunk_size: int = field(default=4096, metadata={"help": "Tokens per chunk for lm_loss: chunked."})
     dtype: str = field(
         default="auto",
         metadata={
@@ -311,6 +322,9 @@ class MiniLMTrainingArguments(TrainingArguments):
         # rank trains on the same batches (docs/distributed.md). Harmless otherwise.
         if not self.use_cpu and no_accelerator():
             self.use_cpu = True
+        liger_problem = check_liger_kernel(self.use_liger_kernel)
+        if liger_problem:  # else the Trainer fails on it only when training starts
+            raise ConfigError(liger_problem)
         # --report_to wandb,tensorboard | --report_to wandb tensorboard | YAML [wandb, tensorboard]
         if isinstance(self.report_to, str) and "," in self.report_to or isinstance(self.report_to, list):
             items = [self.report_to] if isinstance(self.report_to, str) else self.report_to

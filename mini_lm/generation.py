@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .tokenization import stop_token_ids
+
+# Below MIN_TEMPERATURE sampling is greedy in all but name, and far below it logits / temperature
+# overflow float32 into NaN probabilities; a repetition penalty outside its range does the same.
+MIN_TEMPERATURE = 1e-5
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 
 @dataclass
@@ -45,14 +51,22 @@ class GenerationSettings:
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if self.do_sample and not MIN_TEMPERATURE <= self.temperature < float("inf"):
+            raise ValueError(
+                f"temperature must be >= {MIN_TEMPERATURE} when sampling (use greedy decoding for "
+                f"less), got {self.temperature}"
+            )
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        low, high = REPETITION_PENALTY_RANGE
+        if not low <= self.repetition_penalty <= high:
+            raise ValueError(
+                f"repetition_penalty must be in [{low}, {high}] (1 is none), got {self.repetition_penalty}"
+            )
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed must be in [-2**63, 2**64 - 1] (torch's range), got {self.seed}")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise ValueError(
                 f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
@@ -145,9 +159,19 @@ def _encode(tokenizer, prompts: list[str], device) -> dict:
 
 @torch.no_grad()
 def generate(
-    model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None, batch_size: int = 8
+    model,
+    tokenizer,
+    prompts: list[str],
+    settings: GenerationSettings | None = None,
+    batch_size: int = 8,
+    cancel: Sequence[threading.Event] | None = None,
 ) -> list[GenerationResult]:
-    """Continue each prompt. Same prompts + settings + batch_size -> same outputs."""
+    """Continue each prompt. Same prompts + settings + batch_size -> same outputs.
+
+    ``cancel`` holds one event per prompt (a server's requests share a batch): setting one ends
+    that row at its next token, its result keeping the tokens made so far, while the other rows
+    generate on exactly as they would have.
+    """
     settings = settings or GenerationSettings()
     stops, pad = _stops_and_pad(tokenizer, settings)
     was_training, side = model.training, tokenizer.padding_side
@@ -157,21 +181,35 @@ def generate(
     try:
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
-            results.extend(_generate_batch(model, tokenizer, batch, settings, stops, pad))
+            events = cancel[start : start + batch_size] if cancel is not None else None
+            results.extend(_generate_batch(model, tokenizer, batch, settings, stops, pad, events))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return results
 
 
-def _generate_batch(model, tokenizer, prompts, settings, stops, pad) -> list[GenerationResult]:
+def _generate_batch(
+    model, tokenizer, prompts, settings, stops, pad, cancel=None, streamer=None
+) -> list[GenerationResult]:
+    from transformers import StoppingCriteriaList
+
     enc = _encode(tokenizer, prompts, model.device)
+    prompt_length = enc["input_ids"].shape[1]
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
+    stopper = _row_cancellation(cancel, prompt_length) if cancel is not None else None
     began = time.perf_counter()
-    out = model.generate(**enc, **_generate_kwargs(settings, stops, pad))  # (B, T_prompt + T_new)
+    out = model.generate(
+        **enc,
+        **_generate_kwargs(settings, stops, pad),
+        stopping_criteria=StoppingCriteriaList([stopper]) if stopper is not None else None,
+        streamer=streamer,
+    )  # (B, T_prompt + T_new)
     seconds = time.perf_counter() - began
-    new_rows = out[:, enc["input_ids"].shape[1] :].tolist()
+    new_rows = out[:, prompt_length:].tolist()
+    if stopper is not None:  # a cancelled row is padded from where it ended
+        new_rows = [row[: stopper.ended.get(i, len(row))] for i, row in enumerate(new_rows)]
     return [_to_result(tokenizer, prompt, row, stops, seconds) for prompt, row in zip(prompts, new_rows)]
 
 
@@ -211,7 +249,7 @@ def stream(
 
     def work():
         try:
-            results.append(_generate_batch_streaming(model, tokenizer, prompt, settings, streamer, cancel))
+            results.append(_generate_streaming(model, tokenizer, prompt, settings, streamer, cancel))
         except BaseException as err:  # surfaced in the caller's thread below
             errors.append(err)
             streamer.end()
@@ -225,34 +263,35 @@ def stream(
     return results[0]
 
 
-def _cancel_criteria(cancel: threading.Event):
-    """Stopping criteria that end every row once ``cancel`` is set (checked after each token)."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+def _row_cancellation(events: Sequence[threading.Event], prompt_length: int):
+    """Stopping criteria that end row i once ``events[i]`` is set (checked after each token);
+    ``ended`` maps each row so ended to the number of new tokens it had made."""
+    from transformers import StoppingCriteria
 
-    class Cancelled(StoppingCriteria):
+    class RowCancellation(StoppingCriteria):
+        def __init__(self):
+            self.ended: dict[int, int] = {}
+            self.done: torch.Tensor | None = None  # (B,) bool, written only when a row ends
+
         def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-            return torch.full(
-                (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
-            )
+            if self.done is None:
+                self.done = torch.zeros(len(events), dtype=torch.bool, device=input_ids.device)
+            for i, event in enumerate(events):
+                if i not in self.ended and event.is_set():
+                    self.ended[i] = input_ids.shape[1] - prompt_length
+                    self.done[i] = True
+            return self.done
 
-    return StoppingCriteriaList([Cancelled()])
+    return RowCancellation()
 
 
 @torch.no_grad()
-def _generate_batch_streaming(model, tokenizer, prompt, settings, streamer, cancel=None) -> GenerationResult:
+def _generate_streaming(model, tokenizer, prompt, settings, streamer, cancel=None) -> GenerationResult:
     stops, pad = _stops_and_pad(tokenizer, settings)
-    enc = _encode(tokenizer, [prompt], model.device)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    criteria = _cancel_criteria(cancel) if cancel is not None else None
     was_training = model.training
     model.eval()
-    began = time.perf_counter()
+    events = [cancel] if cancel is not None else None
     try:
-        out = model.generate(
-            **enc, **_generate_kwargs(settings, stops, pad), streamer=streamer, stopping_criteria=criteria
-        )  # (1, T_prompt + T_new)
+        return _generate_batch(model, tokenizer, [prompt], settings, stops, pad, events, streamer)[0]
     finally:
         model.train(was_training)
-    row = out[0, enc["input_ids"].shape[1] :].tolist()
-    return _to_result(tokenizer, prompt, row, stops, time.perf_counter() - began)

@@ -59,11 +59,49 @@ def adapter_base(adapter_dir: str | Path) -> str:
     return base
 
 
+def check_merge_output(
+    output_dir: str | Path, adapter_dir: str | Path, base: str | Path, force: bool
+) -> None:
+    """Refuse (FileExistsError) an output that would lose work. Always: the base model's own dir
+    (the adapter needs that base to be merged again), the adapter dir, and any other adapter dir
+    (beside an adapter_config.json, from_pretrained loads base + adapter and ignores the merged
+    weights). Unless ``force``: any other non-empty dir. Symlinks are followed.
+    """
+    out = Path(output_dir)
+    if out.is_file():
+        raise FileExistsError(f"--output {out} is a file: give a directory for the merged model")
+    if not out.exists():
+        return
+    target = out.resolve()
+    if target == Path(base).resolve():
+        raise FileExistsError(
+            f"--output {out} is the base model's own dir: merging into it would overwrite the base "
+            "this adapter was trained on; choose another --output"
+        )
+    if target == Path(adapter_dir).resolve() or is_adapter_dir(target):
+        raise FileExistsError(
+            f"--output {out} is a LoRA adapter dir (holds {ADAPTER_CONFIG}): merged weights there "
+            "would be shadowed by the adapter and overwrite the run; choose another --output"
+        )
+    present = sorted(p.name for p in target.iterdir())
+    if present and not force:
+        shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+        raise FileExistsError(
+            f"--output {out} is not empty ({len(present)} entries: {shown}); pass --force to write "
+            "the merged model into it, or choose a new dir"
+        )
+
+
 def merge_adapter(
-    adapter_dir: str | Path, output_dir: str | Path, base: str | None = None, dtype: str = "auto"
+    adapter_dir: str | Path,
+    output_dir: str | Path,
+    base: str | None = None,
+    dtype: str = "auto",
+    force: bool = False,
 ) -> Path:
     """Base + LoRA adapter -> merged weights saved as a plain HF checkpoint (with the adapter's
-    tokenizer and chat template), loadable by ``AutoModelForCausalLM.from_pretrained`` alone."""
+    tokenizer and chat template), loadable by ``AutoModelForCausalLM.from_pretrained`` alone.
+    ``output_dir`` is checked first (``check_merge_output``): nothing is loaded for a refused one."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -77,6 +115,7 @@ def merge_adapter(
         raise FileNotFoundError(
             f"base model {base} (from {adapter_dir}/{ADAPTER_CONFIG}) not found: pass --base"
         )
+    check_merge_output(output_dir, adapter_dir, base, force)
     tokenizer = load_tokenizer(adapter_dir)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()

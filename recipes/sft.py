@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     set_seed(training_args.seed)
 
     tokenizer, data = prepare_data(model_args, data_args, training_args)
-    model = apply_lora(build_model(model_args, tokenizer), lora_args)
+    model = apply_lora(build_model(model_args, tokenizer, packed_rows=data_args.packing), lora_args)
     collator = make_sft_collator(model, tokenizer, data_args.packing)
     trainer = MiniLMTrainer(
         model=model,

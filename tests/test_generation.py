@@ -46,6 +46,45 @@ def test_stream_matches_generate(tiny_model, tiny_tokenizer):
 def test_chat_prompt_and_bad_settings(tiny_tokenizer):
     prompt = render_chat_prompt(tiny_tokenizer, [{"role": "user", "content": "你好"}])
     assert prompt == "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
-    for bad in (dict(max_new_tokens=0), dict(temperature=0.0), dict(top_p=1.5), dict(top_k=-1)):
+    for bad in (
+        dict(max_new_tokens=0),
+        dict(temperature=0.0),
+        dict(temperature=1e-320),  # logits / temperature overflow float32: NaN probabilities
+        dict(temperature=float("inf")),
+        dict(top_p=1.5),
+        dict(top_k=-1),
+        dict(repetition_penalty=1e-320),
+        dict(repetition_penalty=float("inf")),
+        dict(seed=2**64),  # torch.manual_seed raises deep inside generate
+    ):
         with pytest.raises(ValueError):
             GenerationSettings(**bad)
+
+
+def test_cancelling_rows_ends_them_and_leaves_the_rest_of_the_batch_alone(tiny_model, tiny_tokenizer):
+    """A server batches several requests; one client hanging up must not change another's answer."""
+    import threading
+
+    settings = GenerationSettings(do_sample=False, max_new_tokens=12, min_new_tokens=12)  # no early stop
+    prompts = ["王伟出生于", "Wei Wang", "李娜在", "Na Li", "def add"]
+    whole = generate(tiny_model, tiny_tokenizer, prompts, settings, batch_size=2)
+    events = [threading.Event() for _ in prompts]
+    events[1].set()  # before its batch starts: one token, then nothing
+    events[3].set()  # in the second batch of 2
+    calls = []
+
+    def hang_up_late(_module, _args):  # the last batch (row 4 alone) is cancelled mid-way
+        calls.append(1)
+        if len(calls) == 2 * 12 + 5:
+            events[4].set()
+
+    hook = tiny_model.register_forward_pre_hook(hang_up_late)
+    try:
+        cut = generate(tiny_model, tiny_tokenizer, prompts, settings, batch_size=2, cancel=events)
+    finally:
+        hook.remove()
+    assert [len(r.token_ids) for r in whole] == [12] * 5
+    assert [r.token_ids for r in cut[0:1] + cut[2:3]] == [r.token_ids for r in whole[0:1] + whole[2:3]]
+    assert cut[1].token_ids == whole[1].token_ids[:1] and cut[3].token_ids == whole[3].token_ids[:1]
+    assert 1 < len(cut[4].token_ids) < 12 and cut[4].token_ids == whole[4].token_ids[: len(cut[4].token_ids)]
+    assert cut[4].text == tiny_tokenizer.decode(cut[4].token_ids, skip_special_tokens=True)

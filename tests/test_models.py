@@ -6,6 +6,7 @@ from transformers import AutoModelForCausalLM, GPT2LMHeadModel, Qwen2ForCausalLM
 
 from mini_lm.config import ModelArguments
 from mini_lm.models import (
+    AttentionCapabilities,
     ModelConfigError,
     build_model,
     choose_attn_implementation,
@@ -75,6 +76,50 @@ def test_attention_choice_logged_once(caplog, monkeypatch):
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(models.torch.cuda, "is_available", lambda: True)
     assert choose_attn_implementation("auto") == "flash_attention_2"
+
+
+@pytest.mark.parametrize(
+    "flash_attn, cuda, flex, packed_rows, expected",
+    [
+        (True, True, True, False, "flash_attention_2"),  # FA2 first, for any batch shape
+        (True, True, True, True, "flash_attention_2"),
+        (True, True, False, True, "flash_attention_2"),
+        (False, True, True, True, "flex_attention"),  # packed rows on CUDA: document mask, blocks skipped
+        (False, True, True, False, "sdpa"),  # plain causal rows: SDPA's flash backend
+        (False, True, False, True, "sdpa"),  # no flex_attention in this torch
+        (True, False, True, True, "sdpa"),  # no CUDA: neither FA2 nor compiled flex
+        (False, False, True, True, "sdpa"),
+        (False, False, False, False, "sdpa"),
+    ],
+)
+def test_auto_attention_choice_table(flash_attn, cuda, flex, packed_rows, expected):
+    caps = AttentionCapabilities(flash_attn=flash_attn, cuda=cuda, flex_attention=flex)
+    assert choose_attn_implementation("auto", packed_rows, caps) == expected
+    assert choose_attn_implementation("sdpa", packed_rows, caps) == "sdpa"  # an explicit choice stays
+
+
+def test_explicit_attention_the_process_cannot_run_fails():
+    none = AttentionCapabilities(flash_attn=False, cuda=False, flex_attention=False)
+    with pytest.raises(ModelConfigError, match="needs the flash_attn package and a CUDA GPU"):
+        choose_attn_implementation("flash_attention_2", capabilities=none)
+    with pytest.raises(ModelConfigError, match="flex_attention needs torch.nn.attention.flex_attention"):
+        choose_attn_implementation("flex_attention", capabilities=none)
+    flex = AttentionCapabilities(flash_attn=False, cuda=False, flex_attention=True)
+    assert choose_attn_implementation("flex_attention", capabilities=flex) == "flex_attention"
+
+
+def test_packed_rows_reach_the_choice(tiny_tokenizer, monkeypatch):
+    import mini_lm.models as models
+
+    seen = []
+    monkeypatch.setattr(
+        models, "attention_capabilities", lambda: seen.append(1) or AttentionCapabilities(False, True, True)
+    )
+    args = ModelArguments(model_family="qwen2", **TINY)
+    assert models.build_model(args, tiny_tokenizer, packed_rows=True).config._attn_implementation == (
+        "flex_attention"
+    )
+    assert models.build_model(args, tiny_tokenizer).config._attn_implementation == "sdpa" and len(seen) == 2
 
 
 def test_sdpa_and_eager_agree(tiny_tokenizer):

@@ -135,6 +135,46 @@ def test_packed_equals_padded_per_token_loss_and_gradients(tiny_tokenizer, famil
         assert any(not torch.allclose(grads_bad[n], grads_padded[n], atol=1e-5) for n in grads_padded), wrong
 
 
+@pytest.fixture
+def flex_without_inductor(monkeypatch):
+    """transformers torch.compile()s flex_attention; on CPU inductor then spends 30-50 s per shape
+    building C++ kernels. Dynamo's eager backend runs the same flex math (the mask path under test)
+    without that; the compiled GPU kernel is bench/gpu_check.py's business."""
+    import functools
+
+    real_compile = torch.compile
+
+    def eager_compile(model=None, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("mode", "options")} | {"backend": "eager"}
+        return (
+            real_compile(model, **kwargs) if model is not None else functools.partial(eager_compile, **kwargs)
+        )
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+
+
+@torch.no_grad()  # torch has no flex_attention backward on CPU; the GPU kit (bench/gpu_check.py) runs it
+def test_flex_attention_packed_rows_match_padded(tiny_tokenizer, flex_without_inductor):
+    """attn_implementation=flex_attention (what auto picks for packed rows on CUDA without flash_attn):
+    transformers turns the restarting position_ids into a document BlockMask. Reference: the same
+    weights on SDPA with padded batches."""
+    model = tiny_model(tiny_tokenizer, "qwen2", "flex_attention")
+    assert model.config._attn_implementation == "flex_attention"
+    reference = tiny_model(tiny_tokenizer, "qwen2", "sdpa")  # same seed: same weights
+    features = conversations(seed=4)
+    padded = strip_padding(token_losses(reference, SFTCollator(PAD)(features)), features)
+    batch = packed_batch(features)
+    packed = token_losses(model, batch)
+    assert set(packed) == set(padded)
+    assert max((packed[k] - padded[k]).abs().item() for k in padded) < 1e-5
+    assert isinstance(
+        make_sft_collator(model, SimpleNamespace(pad_token_id=PAD), packing=True), PackedCollator
+    )
+    # negative control: without restarting positions flex gets no document mask
+    bad = token_losses(model, packed_batch(features, "positions"), boundaries=batch["position_ids"])
+    assert max((bad[k] - padded[k]).abs().item() for k in padded) > 1e-3
+
+
 def test_flattened_batch_for_flash_attention(tiny_tokenizer):
     """The FA2 path: one (1, total) row; cu_seq_lens are the conversation boundaries, the same ones
     transformers derives from position_ids; on SDPA the flattened row still matches padded losses."""
@@ -227,6 +267,8 @@ def test_collator_choice_follows_attention(caplog):
     with caplog.at_level("INFO", logger="mini_lm"):
         assert isinstance(make_sft_collator(model("sdpa"), tok, packing=True), PackedCollator)
         assert isinstance(make_sft_collator(model("flash_attention_2"), tok, packing=True), FlattenedCollator)
+        assert isinstance(make_sft_collator(model("flex_attention"), tok, packing=True), PackedCollator)
     assert "block-diagonal causal mask" in caplog.text and "varlen" in caplog.text
+    assert "document BlockMask" in caplog.text
     with pytest.raises(ValueError, match="packing: true is not supported with attn_implementation=flex"):
         make_sft_collator(model("flex"), tok, packing=True)

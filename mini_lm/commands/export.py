@@ -1,8 +1,9 @@
-"""mini-lm export runs/sft_lora --merge --output runs/sft_merged [--base BASE_MODEL_DIR]
+"""mini-lm export runs/sft_lora --merge --output runs/sft_merged [--base BASE_MODEL_DIR] [--force]
 
 Merges a LoRA adapter saved by recipes/sft.py (use_peft: true) into its base model and writes a
 plain HF checkpoint (weights, config, tokenizer with its chat template) that
-``AutoModelForCausalLM.from_pretrained`` loads without peft.
+``AutoModelForCausalLM.from_pretrained`` loads without peft. An existing non-empty --output needs
+--force; the base model's dir and adapter dirs are never written into.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--base", default=None, help="base model dir (default: the one in adapter_config.json)"
     )
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing non-empty --output (never into the base model or an adapter dir)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
         )
     if not is_adapter_dir(args.adapter_dir):
         raise ValueError(f"{args.adapter_dir} is not a LoRA adapter dir (no adapter_config.json)")
-    out = merge_adapter(args.adapter_dir, args.output, base=args.base, dtype=args.dtype)
+    out = merge_adapter(args.adapter_dir, args.output, base=args.base, dtype=args.dtype, force=args.force)
     print(f"merged model -> {out} (load with AutoModelForCausalLM.from_pretrained)")
     return 0

@@ -88,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..generation import load_for_generation
-    from ..serving import create_app
+    from ..serving import check_api_key, create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    limits = limits_from_args(args)  # bad limits fail before the model loads
+    limits = limits_from_args(args)  # bad limits and keys fail before the model loads
+    check_api_key(args.api_key)
     if not Path(args.model_dir).is_dir():
         raise FileNotFoundError(f"model dir not found: {args.model_dir}")
     if not is_loopback(args.host):

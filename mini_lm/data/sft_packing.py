@@ -10,6 +10,7 @@ into a block-diagonal causal mask, but only when the forward builds no KV cache:
 ``use_cache=True`` a training forward silently attends across conversations. Every collator here
 therefore sends ``use_cache=False``, and ``PackedAttentionCheck`` proves on the real model, before
 the first step, that a packed row gives the same logits as its conversations run alone. With
+flex_attention the same position_ids become a document BlockMask (masked blocks are skipped); with
 FlashAttention-2 the batch is flattened to one row and the varlen kernel gets ``cu_seq_lens``.
 """
 
@@ -175,16 +176,18 @@ def make_sft_collator(model, tokenizer, packing: bool):
             attn,
         )
         return FlattenedCollator()
-    if attn in ("sdpa", "eager"):
+    if attn in ("sdpa", "eager", "flex_attention"):
+        mask = "document BlockMask" if attn == "flex_attention" else "block-diagonal causal mask"
         logger.info(
             "SFT batches: packed rows with position_ids restarting per conversation; %s with the "
-            "block-diagonal causal mask transformers builds from them (use_cache=False)",
+            "%s transformers builds from them (use_cache=False)",
             attn,
+            mask,
         )
         return PackedCollator(pad_id(tokenizer))
     raise ValueError(
-        f"packing: true is not supported with attn_implementation={attn} (use sdpa, eager or "
-        "flash_attention_2), or set packing: false"
+        f"packing: true is not supported with attn_implementation={attn} (use sdpa, eager, "
+        "flex_attention or flash_attention_2), or set packing: false"
     )
 
 

@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from transformers import (
@@ -27,6 +28,7 @@ from transformers import (
 
 from ..config import ModelArguments
 from ..errors import ConfigError
+from ..loss import LM_LOSSES, enable_chunked_loss
 from ..tokenization import autotokenizer_roundtrip_ok, stop_token_ids
 from .bert_adapter import BertNextTokenConfig, BertNextTokenLM
 
@@ -154,32 +156,68 @@ def _log_attention_once(choice: str, reason: str) -> None:
     logger.info("attention implementation: %s (%s)", choice, reason)
 
 
-def choose_attn_implementation(requested: str = "auto") -> str:
-    """'auto' -> flash_attention_2 when flash_attn imports and CUDA is present, else sdpa.
+@dataclass(frozen=True)
+class AttentionCapabilities:
+    """What this process can run: the flash_attn package, a CUDA device, torch's flex_attention."""
 
-    An explicit flash_attention_2 request without either fails here, with the reason, rather
-    than deep inside transformers.
+    flash_attn: bool
+    cuda: bool
+    flex_attention: bool
+
+
+def attention_capabilities() -> AttentionCapabilities:
+    from transformers.utils import is_torch_flex_attn_available
+
+    return AttentionCapabilities(
+        flash_attn=importlib.util.find_spec("flash_attn") is not None,
+        cuda=torch.cuda.is_available(),
+        flex_attention=is_torch_flex_attn_available(),
+    )
+
+
+def _auto_attention(caps: AttentionCapabilities, packed_rows: bool) -> tuple[str, str]:
+    """The fastest exact kernel present for this batch shape, and why (see choose_attn_implementation)."""
+    if caps.flash_attn and caps.cuda:
+        return "flash_attention_2", "flash_attn importable, CUDA available"
+    if packed_rows and caps.cuda and caps.flex_attention:
+        # SDPA can only take a packed row as a dense block-diagonal mask, which rules out its flash
+        # backend; flex_attention gets the document mask as a BlockMask and skips the masked blocks.
+        return "flex_attention", "packed rows on CUDA without flash_attn: document-masked flex_attention"
+    missing = "no CUDA device" if not caps.cuda else "flash_attn not installed"
+    return "sdpa", f"fallback: {missing}" + ("" if packed_rows else ", rows without packing")
+
+
+def choose_attn_implementation(
+    requested: str = "auto", packed_rows: bool = False, capabilities: AttentionCapabilities | None = None
+) -> str:
+    """'auto' -> flash_attention_2 when flash_attn imports and CUDA is present; else flex_attention for
+    packed rows (several sequences per row, position_ids restarting) on CUDA; else sdpa. Logged once.
+
+    An explicit request the process cannot run fails here, with the reason, rather than deep inside
+    transformers.
     """
-    has_flash = importlib.util.find_spec("flash_attn") is not None
-    has_cuda = torch.cuda.is_available()
+    caps = capabilities or attention_capabilities()
     if requested == "auto":
-        if has_flash and has_cuda:
-            choice, reason = "flash_attention_2", "flash_attn importable, CUDA available"
-        else:
-            missing = "flash_attn not installed" if not has_flash else "no CUDA device"
-            choice, reason = "sdpa", f"fallback: {missing}"
+        choice, reason = _auto_attention(caps, packed_rows)
     elif requested == "flash_attention_2":
-        if not (has_flash and has_cuda):
+        if not (caps.flash_attn and caps.cuda):
             raise ModelConfigError(
                 "attn_implementation=flash_attention_2 needs the flash_attn package and a CUDA GPU "
-                f"(flash_attn importable: {has_flash}, CUDA: {has_cuda}); use 'auto' or 'sdpa'"
+                f"(flash_attn importable: {caps.flash_attn}, CUDA: {caps.cuda}); use 'auto' or 'sdpa'"
+            )
+        choice, reason = requested, "requested"
+    elif requested == "flex_attention":
+        if not caps.flex_attention:
+            raise ModelConfigError(
+                "attn_implementation=flex_attention needs torch.nn.attention.flex_attention (torch >= 2.5); "
+                "use 'auto' or 'sdpa'"
             )
         choice, reason = requested, "requested"
     elif requested in ("sdpa", "eager"):
         choice, reason = requested, "requested"
     else:
         raise ModelConfigError(
-            f"unknown attn_implementation '{requested}' (auto | flash_attention_2 | sdpa | eager)"
+            f"unknown attn_implementation '{requested}' (auto | flash_attention_2 | flex_attention | sdpa | eager)"
         )
     _log_attention_once(choice, reason)
     return choice
@@ -189,11 +227,20 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def build_model(
-    args: ModelArguments, tokenizer: PreTrainedTokenizerBase, context_window: int | None = None
+    args: ModelArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    context_window: int | None = None,
+    packed_rows: bool = False,
 ) -> PreTrainedModel:
     """Random init (model_name_or_path unset) or load a pretrained dir; set generation stop ids.
-    ``context_window``: the BERT adapter's (``bert_adapter.context_window(max_len)``), bound with its tokenizer."""
-    attn = choose_attn_implementation(args.attn_implementation)
+
+    ``context_window``: the BERT adapter's (``bert_adapter.context_window(max_len)``), bound with its
+    tokenizer. ``packed_rows``: the model will train on rows holding several sequences (SFT packing),
+    which steers ``attn_implementation: auto``.
+    """
+    if args.lm_loss not in LM_LOSSES:
+        raise ModelConfigError(f"unknown lm_loss '{args.lm_loss}' ({' | '.join(LM_LOSSES)})")
+    attn = choose_attn_implementation(args.attn_implementation, packed_rows)
     if args.model_name_or_path:
         if args.dtype != "auto" and args.dtype not in _DTYPES:
             raise ModelConfigError(f"unknown dtype '{args.dtype}' (auto | {' | '.join(_DTYPES)})")
@@ -215,6 +262,7 @@ def build_model(
         model.bind_tokenizer(tokenizer, context_window)
     elif context_window is not None:
         raise ModelConfigError(f"context_window is the BERT adapter's; a {type(model).__name__} has none")
+    _set_lm_loss(model, args)
     set_generation_ids(model, tokenizer)
     if not autotokenizer_roundtrip_ok(tokenizer, model.config.model_type):
         logger.warning(
@@ -230,6 +278,13 @@ def build_model(
         model.num_parameters(exclude_embeddings=True) / 1e6,
     )
     return model
+
+
+def _set_lm_loss(model: PreTrainedModel, args: ModelArguments) -> None:
+    if args.lm_loss == "chunked":
+        if isinstance(model, BertNextTokenLM):
+            raise ModelConfigError("lm_loss=chunked is for causal LMs; the BERT adapter takes lm_loss: full")
+        enable_chunked_loss(model, args.lm_loss_chunk_size)
 
 
 def set_generation_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

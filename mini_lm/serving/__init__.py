@@ -6,8 +6,8 @@
 loads the model with ``mini_lm.generation.load_for_generation`` and runs it under uvicorn.
 """
 
-from .app import create_app
+from .app import check_api_key, create_app
 from .background import serve_in_thread
 from .limits import ServeLimits
 
-__all__ = ["ServeLimits", "create_app", "serve_in_thread"]
+__all__ = ["ServeLimits", "check_api_key", "create_app", "serve_in_thread"]

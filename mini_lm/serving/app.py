@@ -16,8 +16,8 @@ import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Header
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -90,23 +90,40 @@ def _api_router(
         }
 
     @router.post("/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
         prepared = await run_in_threadpool(preparer.prepare_chat, body)
-        return await _respond(engine, prepared, body, ChunkWriter(model_name, chat=True), chat_response)
+        writer = ChunkWriter(model_name, chat=True)
+        return await _respond(engine, request, prepared, body, writer, chat_response)
 
     @router.post("/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         prepared = await run_in_threadpool(preparer.prepare_completion, body)
-        return await _respond(
-            engine, prepared, body, ChunkWriter(model_name, chat=False), completion_response
-        )
+        writer = ChunkWriter(model_name, chat=False)
+        return await _respond(engine, request, prepared, body, writer, completion_response)
 
     return router
 
 
+def check_api_key(api_key: str | None) -> None:
+    """Refuse, at start-up, a key no HTTP client can send: a header value is bytes, and clients (httpx,
+    requests, curl) send visible ASCII. The key itself is never echoed: it is a secret."""
+    bad = next((i for i, c in enumerate(api_key or "") if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise ValueError(
+            f"--api-key (or $MINI_LM_API_KEY) must be printable ASCII without spaces; character {bad + 1} "
+            "is not (clients send it as 'Authorization: Bearer <key>')"
+        )
+
+
 def _auth(api_key: str | None):
+    check_api_key(api_key)
+    expected = f"Bearer {api_key}".encode("ascii") if api_key else None
+
     async def check(authorization: str | None = Header(None)) -> None:
-        if api_key and not secrets.compare_digest(authorization or "", f"Bearer {api_key}"):
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes the client sent,
+        # so any non-ASCII header is simply a wrong key (str compare_digest raises on non-ASCII).
+        sent = (authorization or "").encode("latin-1")
+        if expected and not secrets.compare_digest(sent, expected):
             raise APIError(
                 401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
             )
@@ -114,19 +131,46 @@ def _auth(api_key: str | None):
     return check
 
 
-async def _respond(engine, prepared: Prepared, body, writer: ChunkWriter, build):
+async def _respond(engine, request: Request, prepared: Prepared, body, writer: ChunkWriter, build):
     if body.stream:
         return await _stream_response(engine, prepared, body, writer)
-    future = _submit(engine, Job(prepared.rows, prepared.settings))
+    job = Job(prepared.rows, prepared.settings)
+    results = await _results_unless_hung_up(request, job, _submit(engine, job))
+    if results is None:
+        return Response(status_code=499)  # nginx's "client closed request": only the access log sees it
+    choices = [_finish(r, prepared.stops, prepared.echo[i]) for i, r in enumerate(results)]
+    completion_tokens = sum(len(r.token_ids) for r in results)
+    return build(prepared.model_name, choices, usage(prepared.prompt_tokens, completion_tokens))
+
+
+async def _results_unless_hung_up(request: Request, job: Job, future) -> list[GenerationResult] | None:
+    """The job's results, or None if the client hangs up first. Then the job's stop flag is set, as
+    a streamed job's is: queued, it is dropped; running, its rows end at the next token while the
+    rows of the other requests in its batch generate on (``generate(cancel=...)``)."""
+    result = asyncio.wrap_future(future)
+    hang_up = asyncio.ensure_future(_hung_up(request))
     try:
-        results = await asyncio.wrap_future(future)
+        await asyncio.wait((result, hang_up), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hang_up.cancel()
+        if not result.done():  # the client went away (or this task was cancelled at shutdown)
+            job.cancel.set()
+            result.cancel()  # cancels the engine's future too while the job is still queued
+    if result.cancelled():
+        return None
+    try:
+        return result.result()
     except EngineClosed as err:
         raise APIError(503, str(err), kind="server_error") from err
     except Exception as err:  # logged by the engine; the server keeps serving
         raise APIError(500, f"generation failed: {err}", kind="server_error") from err
-    choices = [_finish(r, prepared.stops, prepared.echo[i]) for i, r in enumerate(results)]
-    completion_tokens = sum(len(r.token_ids) for r in results)
-    return build(prepared.model_name, choices, usage(prepared.prompt_tokens, completion_tokens))
+
+
+async def _hung_up(request: Request) -> None:
+    """Return once the client closes its connection. The body is read by now, so the ASGI server's
+    next message is http.disconnect (the same message StreamingResponse watches for)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _submit(engine: GenerationEngine, job: Job):

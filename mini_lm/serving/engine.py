@@ -38,6 +38,8 @@ class Job:
     prompts: list[str]
     settings: GenerationSettings
     on_piece: Callable[[str], None] | None = None  # set: stream the (single) prompt's text pieces
+    # set when its client hangs up (or a stream meets its stop string): its rows end at the next
+    # token, the other rows of its batch go on; a job still queued is dropped
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
 
@@ -67,6 +69,7 @@ class GenerationEngine:
             "largest_batch": 0,
             "generated_tokens": 0,
             "errors": 0,
+            "dropped": 0,  # queued jobs whose client went away before they ran
         }
 
     def start(self) -> None:
@@ -118,10 +121,9 @@ class GenerationEngine:
                 if self._closed:
                     return None
                 first = self._queue.popleft()
-                self._running += 1
-                if first.future.set_running_or_notify_cancel():
+                if self._claim(first):
+                    self._running += 1
                     break
-                self._running -= 1  # its client went away while it waited
             jobs = [first]
             if first.batchable():
                 deadline = time.monotonic() + self.batch_wait_s
@@ -134,13 +136,22 @@ class GenerationEngine:
         rows = sum(len(j.prompts) for j in jobs)
         for job in list(self._queue):
             fits = rows + len(job.prompts) <= self.max_batch_size
-            if fits and job.batchable() and job.settings == jobs[0].settings:
-                if job.future.set_running_or_notify_cancel():
+            if job.cancel.is_set() or (fits and job.batchable() and job.settings == jobs[0].settings):
+                if self._claim(job):
                     jobs.append(job)
                     rows += len(job.prompts)
                     self._running += 1
                 self._queue.remove(job)
         return rows < self.max_batch_size
+
+    def _claim(self, job: Job) -> bool:
+        """Mark a queued job running; False (and it is dropped) when its client already went away."""
+        if job.cancel.is_set():
+            job.future.cancel()
+        if job.future.set_running_or_notify_cancel():
+            return True
+        self.counters["dropped"] += 1
+        return False
 
     def _run(self, jobs: list[Job]) -> None:
         rows = [p for job in jobs for p in job.prompts]
@@ -155,8 +166,9 @@ class GenerationEngine:
             if jobs[0].streaming:
                 results = [self._stream(jobs[0])]
             else:
+                cancel = [job.cancel for job in jobs for _ in job.prompts]  # a hang-up ends its rows only
                 results = generate(
-                    self.model, self.tokenizer, rows, jobs[0].settings, batch_size=self.max_batch_size
+                    self.model, self.tokenizer, rows, jobs[0].settings, self.max_batch_size, cancel
                 )
         except Exception as err:  # the request fails; the server keeps serving
             logger.exception("generation failed")

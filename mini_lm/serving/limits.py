@@ -100,7 +100,7 @@ class RequestPreparer:
         counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         if min(counts) == 0:
             raise APIError(400, "empty prompt: generation needs at least one token to continue", param=field)
-        max_new = self._max_new_tokens(body.requested_max_tokens(), max(counts), field)
+        max_new = self._max_new_tokens(body, max(counts), field)
         return Prepared(
             model_name=self.model_name,
             rows=[p for p in prompts for _ in range(body.n)],
@@ -110,8 +110,9 @@ class RequestPreparer:
             echo=[p if echo else "" for p in prompts for _ in range(body.n)],
         )
 
-    def _max_new_tokens(self, requested: int | None, prompt_tokens: int, field: str) -> int:
+    def _max_new_tokens(self, body, prompt_tokens: int, field: str) -> int:
         limits, context = self.limits, self.context
+        requested, name = body.requested_max_tokens(), body.max_tokens_field()
         caps = [cap for cap in (limits.max_prompt_tokens, context and context - 1) if cap]
         if caps and prompt_tokens > min(caps):
             raise APIError(
@@ -124,9 +125,9 @@ class RequestPreparer:
         if requested is not None and requested > limits.max_tokens:
             raise APIError(
                 400,
-                f"max_tokens={requested} is above this server's limit of {limits.max_tokens} "
+                f"{name}={requested} is above this server's limit of {limits.max_tokens} "
                 "(mini-lm serve --max-tokens-limit)",
-                param="max_tokens",
+                param=name,
             )
         room = context - prompt_tokens if context else limits.max_tokens
         if requested is None:  # the default shrinks to fit; an explicit request must fit as asked
@@ -134,9 +135,9 @@ class RequestPreparer:
         if requested < 1 or requested > room:
             raise APIError(
                 400,
-                f"prompt ({prompt_tokens} tokens) + max_tokens ({requested}) exceeds the "
+                f"prompt ({prompt_tokens} tokens) + {name} ({requested}) exceeds the "
                 f"model's context length of {context} tokens",
-                param="max_tokens",
+                param=name,
                 code="context_length_exceeded",
             )
         return requested

@@ -11,11 +11,29 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..generation import MIN_TEMPERATURE, REPETITION_PENALTY_RANGE, SEED_RANGE
+
+
+def _valid_unicode(text: str) -> str:
+    """JSON can escape a lone UTF-16 surrogate ("\\ud800"); no tokenizer or UTF-8 reply holds one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"lone surrogate \\u{ord(text[err.start]):04x} at character {err.start}: send valid Unicode text"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]  # every string field a request carries
+Seed = Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1])]  # beyond it torch.manual_seed fails
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # JSON has no NaN or Infinity, but Python's parser accepts them: refuse them for every number
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StreamOptions(_Strict):
@@ -24,13 +42,13 @@ class StreamOptions(_Strict):
 
 class TextPart(_Strict):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def as_template_message(self) -> dict:
         """{'role': 'developer', 'content': [{'type': 'text', 'text': 'Be brief'}]}
@@ -44,21 +62,33 @@ def _neutral(value, neutral_values) -> bool:
 
 
 class _SamplingRequest(_Strict):
-    model: str | None = None
+    model: Text | None = None
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)  # 0 means greedy
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=0)  # extension (vLLM, TGI): 0 disables it
-    repetition_penalty: float | None = Field(None, gt=0)  # extension
+    repetition_penalty: float | None = Field(  # extension
+        None, ge=REPETITION_PENALTY_RANGE[0], le=REPETITION_PENALTY_RANGE[1]
+    )
     n: int = Field(1, ge=1)
-    seed: int | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: Seed | None = None
+    stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _samples_or_greedy(cls, value: float | None) -> float | None:
+        if value is not None and 0 < value < MIN_TEMPERATURE:
+            raise ValueError(
+                f"send 0 for greedy decoding or at least {MIN_TEMPERATURE} to sample "
+                "(smaller temperatures overflow the sampling distribution)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _supported(self):
@@ -96,12 +126,16 @@ class ChatCompletionRequest(_SamplingRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def max_tokens_field(self) -> str:
+        """The name the client used, for error messages."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
 
 class CompletionRequest(_SamplingRequest):
-    prompt: str | list[str] = Field(description="one prompt, or a batch of prompts")
+    prompt: Text | list[Text] = Field(description="one prompt, or a batch of prompts")
     echo: bool = False
     logprobs: int | None = None
-    suffix: str | None = None
+    suffix: Text | None = None
     best_of: int | None = None
 
     @model_validator(mode="after")
@@ -125,6 +159,9 @@ class CompletionRequest(_SamplingRequest):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+    def max_tokens_field(self) -> str:
+        return "max_tokens"
 
 
 # ---- responses (plain dicts in OpenAI's shapes) ----

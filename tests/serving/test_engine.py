@@ -71,6 +71,27 @@ def test_queued_jobs_batch_by_settings_and_seeded_samples_run_alone(engine, serv
     assert other_seed.token_ids != results["d"][0].token_ids  # the seed matters: equality above is not luck
 
 
+def test_a_job_whose_client_left_while_queued_is_dropped_and_its_batch_mates_run(engine, served_model):
+    model, tokenizer = served_model
+    release = gate(engine)
+    left, stayed, cancelled_future = (
+        Job(["王伟"], greedy(8)),
+        Job(["李娜在"], greedy(8)),
+        Job(["Na"], greedy(8)),
+    )
+    for job in (left, stayed, cancelled_future):
+        engine.submit(job)
+    left.cancel.set()  # what the server does when the client hangs up
+    cancelled_future.future.cancel()  # ... and this, while the job is queued
+    release.set()
+    assert [r.text for r in stayed.future.result(60)] == [
+        r.text for r in generate(model, tokenizer, ["李娜在"], greedy(8))
+    ]
+    assert left.future.cancelled() and cancelled_future.future.cancelled()
+    status = engine.status()
+    assert status["requests"] == 2 and status["dropped"] == 2, status  # the gate and `stayed`
+
+
 def drain(pieces) -> tuple[list[str], object]:
     """All text pieces of a stream() generator, and its return value."""
     seen = []
