@@ -128,6 +128,18 @@ def read_trainer_state(checkpoint: str | os.PathLike) -> dict | None:
     return state if isinstance(state, dict) else None
 
 
+def training_finished(checkpoint: str | os.PathLike, max_steps: int) -> bool:
+    """The checkpoint holds the last step of the run (``max_steps``, or its own run's when <= 0).
+
+    Resuming such a checkpoint, the HF Trainer trains one step more (it checks ``max_steps`` only
+    after a step) and saves checkpoint-(N+1): a run killed after its last checkpoint (in the final
+    save or that checkpoint's probe) then ended unlike the uninterrupted one. ``run_training`` only
+    finishes such a run."""
+    state = read_trainer_state(checkpoint) or {}
+    target = max_steps if max_steps > 0 else state.get("max_steps", 0)
+    return bool(target) and state.get("global_step", 0) >= target
+
+
 def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
     """``checkpoint-N`` folders of output_dir, oldest step first."""
     root = Path(output_dir)

@@ -15,9 +15,10 @@ import zlib
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerState, TrainingArguments
+from transformers.trainer_utils import TrainOutput
 
-from .checkpoints import choose_start, whole_run_train_loss
+from .checkpoints import choose_start, training_finished, whole_run_train_loss
 from .throughput import ThroughputMeter, device_peak_tflops, model_flops_per_token
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,31 @@ def prepare_run_dir(args: TrainingArguments) -> str | None:
 _PREPARED = "_mini_lm_run_dir_prepared"
 
 
+def _plain(trainer: Trainer) -> bool:
+    """Weights load into ``trainer.model`` directly (no DeepSpeed / FSDP engine to build first)."""
+    return not getattr(trainer, "is_deepspeed_enabled", False) and not getattr(
+        trainer, "is_fsdp_enabled", False
+    )
+
+
+def _finish_without_training(trainer: Trainer, checkpoint: str) -> TrainOutput:
+    """A resume of the run's last checkpoint: load it and run the train begin/end callbacks (the
+    probe answers that checkpoint if a kill lost its answers), but train no step (see
+    ``checkpoints.training_finished``). Loads as ``Trainer.train`` does before its loop."""
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    logger.warning(
+        "step %d was the last one: no step left to train, finishing the run", trainer.state.global_step
+    )
+    handler, args = trainer.callback_handler, trainer.args
+    trainer.control = handler.on_train_begin(args, trainer.state, trainer.control)
+    trainer.control = handler.on_train_end(args, trainer.state, trainer.control)
+    loss = whole_run_train_loss(trainer.state.log_history, {"train_loss": math.nan}).get(
+        "train_loss", math.nan
+    )
+    return TrainOutput(trainer.state.global_step, loss, {"train_loss": loss})
+
+
 def run_training(trainer: Trainer) -> dict[str, float]:
     """Train (resuming if asked), save the final model + tokenizer, evaluate; return metrics.
 
@@ -159,7 +185,10 @@ def run_training(trainer: Trainer) -> dict[str, float]:
     whole run, a resumed one included (``checkpoints.whole_run_train_loss``)."""
     args = trainer.args
     checkpoint = prepare_run_dir(args)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is not None and training_finished(checkpoint, args.max_steps) and _plain(trainer):
+        result = _finish_without_training(trainer, checkpoint)
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     for callback in trainer.callback_handler.callbacks:
         failure = getattr(callback, "training_failure", None)  # e.g. NonFiniteGuard's: no final save
         if failure is not None:

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from mini_lm.checkpoints import (
     SEAL,
@@ -159,3 +160,22 @@ def test_resume_arguments_that_cannot_work_fail_before_any_data_work(world, tmp_
     with pytest.raises(ResumeError, match="no checkpoint dir at"):
         pretrain(world, out, "--resume_from_checkpoint", str(out / "checkpoint-9"))
     assert not (out / "tokenizer").exists()  # refused before the tokenizer was trained
+
+
+def test_resuming_the_last_checkpoint_of_a_finished_run_trains_no_step_more(world, tmp_path):
+    """Found by bench/crash_resume.py: a kill after the last checkpoint (during the final save or its
+    probe), then `last`, made the Trainer train step max_steps + 1 (it checks max_steps only after a
+    step) and save checkpoint-(max_steps + 1). Now the run only finishes: the final model is the last
+    checkpoint's weights, the probes are those of the uninterrupted run."""
+    whole = tmp_path / "whole"
+    whole_metrics = pretrain(world, whole, "--max_steps", "4")
+    out = tmp_path / "run"
+    pretrain(world, out, "--max_steps", "4")
+    for name in ("model.safetensors", "train_results.json", "all_results.json", "trainer_state.json"):
+        (out / name).unlink()  # killed during the final save
+    metrics = pretrain(world, out, "--max_steps", "4", "--resume_from_checkpoint", "last")
+    assert not (out / "checkpoint-5").exists() and step_losses(out) == step_losses(whole)
+    final, saved = load_file(out / "model.safetensors"), load_file(out / "checkpoint-4" / "model.safetensors")
+    assert final.keys() == saved.keys() and all(final[k].equal(saved[k]) for k in final)
+    assert metrics["train_loss"] == pytest.approx(whole_metrics["train_loss"], rel=1e-6)
+    assert probe_keys(out) == probe_keys(whole)
