@@ -3,6 +3,9 @@
 ``mini-lm --help`` is instant.
 
     mini-lm train-tokenizer --files corpus/ --vocab-size 8000 --output tok/
+
+A user error (bad config, data or path) prints one ``error:`` line and exits 2; ``--debug``
+(anywhere) or ``MINI_LM_DEBUG=1`` shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .errors import call_reporting_user_errors, pop_debug_flag
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,17 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = pop_debug_flag(list(sys.argv[1:] if argv is None else argv))  # --debug: tracebacks
     # Commands that set _overrides take any further --key value pairs (recipe config overrides).
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "_overrides", False):
         parser.parse_args(argv)  # argparse's own "unrecognized arguments" error
     args.overrides = extra
-    try:
-        return importlib.import_module(args._module).run(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        # Our input errors are ValueError subclasses with a message meant for the user.
-        print(f"mini-lm {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    # Commands also check their own arguments with plain ValueError / missing paths: user errors too.
+    return call_reporting_user_errors(
+        lambda: importlib.import_module(args._module).run(args),
+        prog=f"mini-lm {args.command}",
+        also=(ValueError, FileNotFoundError, FileExistsError),
+    )
 
 
 if __name__ == "__main__":

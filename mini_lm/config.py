@@ -10,12 +10,15 @@ configs point at shared data without hard-coding a machine's layout.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
 import os
 import re
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,7 +396,17 @@ class MiniLMTrainingArguments(TrainingArguments):
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Start fresh even if output_dir holds checkpoints of an earlier run."},
+        metadata={
+            "help": "Start over in an output_dir that holds a run: the old run (checkpoints, model, "
+            "probes, logs) is renamed to <output_dir>.old-<time>, never deleted."
+        },
+    )
+    max_nonfinite_skips: int = field(
+        default=0,
+        metadata={
+            "help": "Skip up to N optimizer steps whose loss or gradients are NaN/inf (no weight or "
+            "optimizer-state update; counted and reported) instead of stopping at the first."
+        },
     )
     peak_tflops: float | None = field(
         default=None,
@@ -410,8 +423,10 @@ class MiniLMTrainingArguments(TrainingArguments):
         liger_problem = check_liger_kernel(self.use_liger_kernel)
         if liger_problem:  # else the Trainer fails on it only when training starts
             raise ConfigError(liger_problem)
-        if isinstance(self.report_to, str) and "," in self.report_to:  # --report_to wandb,tensorboard
-            self.report_to = [r.strip() for r in self.report_to.split(",") if r.strip()]
+        # --report_to wandb,tensorboard | --report_to wandb tensorboard | YAML [wandb, tensorboard]
+        if isinstance(self.report_to, str) and "," in self.report_to or isinstance(self.report_to, list):
+            items = [self.report_to] if isinstance(self.report_to, str) else self.report_to
+            self.report_to = [r.strip() for item in items for r in str(item).split(",") if r.strip()]
         # The launch checks live in mini_lm/launch_checks.py; they run at construction so that any
         # caller, not only the recipes, fails before data or model work. The DeepSpeed JSON is read
         # before super(), whose own parse of a broken one does not name the file.
@@ -528,24 +543,61 @@ def expand_env(value: Any) -> Any:
 
 
 def load_yaml_config(path: str | os.PathLike, known_keys: set[str]) -> dict[str, Any]:
-    """Read a flat YAML mapping; reject keys that no dataclass knows, naming key and file."""
+    """Read a flat YAML mapping; reject keys that no dataclass knows and keys given twice (YAML
+    itself lets the last one win silently), naming file, line and key. Values are not checked
+    here (``check_yaml_values`` does that against the fields)."""
+    return read_yaml_config(path, known_keys)[0]
+
+
+def read_yaml_config(path: str | os.PathLike, known_keys: set[str]) -> tuple[dict[str, Any], dict[str, int]]:
+    """(values, line of each key): see ``load_yaml_config``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_duplicate_keys(root, path)
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of key: value, got {type(raw).__name__}")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in root.value} if root is not None else {}
     unknown = [k for k in raw if k not in known_keys]
     if unknown:
         hints = []
         for key in unknown:
             close = difflib.get_close_matches(str(key), sorted(known_keys), n=1)
             hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"{path}: unknown config key(s): {', '.join(hints)}")
-    return {k: expand_env(v) for k, v in raw.items()}
+        first = lines.get(str(unknown[0]))
+        raise ConfigError(f"{path}{f':{first}' if first else ''}: unknown config key(s): {', '.join(hints)}")
+    values = {}
+    for key, value in raw.items():
+        try:
+            values[key] = expand_env(value)
+        except ConfigError as err:
+            raise ConfigError(f"{path}:{lines.get(key, '?')}: {key}: {err}") from None
+    return values, lines
+
+
+def _refuse_duplicate_keys(node, path: Path) -> None:
+    """Every mapping of the document (the top level and nested ones) names each key once."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode) and key.value in seen:
+                raise ConfigError(
+                    f"{path}:{line}: key '{key.value}' is given twice (also on line {seen[key.value]}); "
+                    "YAML would silently keep the last one: delete one of them"
+                )
+            if isinstance(key, yaml.ScalarNode):
+                seen[key.value] = line
+            _refuse_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, path)
 
 
 def _pop_config_flag(argv: list[str]) -> str | None:
@@ -567,15 +619,18 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
 
     Example: ``parse_config([ModelArguments, MiniLMTrainingArguments], ["--config", "a.yaml",
     "--learning_rate", "1e-3"])`` -> (ModelArguments(...), MiniLMTrainingArguments(learning_rate=0.001, ...)).
+
+    YAML values are checked against each field's type and choices (naming file, line and key);
+    on the command line ``null`` / ``none`` unsets an option whose default is unset, and
+    ``--report_to wandb tensorboard`` takes several values.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    parser = HfArgumentParser(list(dataclass_types))
+    parser = make_parser(dataclass_types)
     known = {f.name for dt in dataclass_types for f in dataclasses.fields(dt) if f.init}
     config_path = _pop_config_flag(argv)
     if config_path:
-        values = load_yaml_config(config_path, known)
-        # argparse type-converts string defaults, so YAML's "1e-3" (a string to PyYAML) still becomes 0.001.
-        parser.set_defaults(**values)
+        values, lines = read_yaml_config(config_path, known)
+        parser.set_defaults(**check_yaml_values(values, parser, dataclass_types, config_path, lines))
     *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     flags = [a for a in remaining if a.startswith("--")]
     if remaining:
@@ -585,3 +640,149 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             hints.append(f"'{flag}'" + (f" (did you mean '--{close[0]}'?)" if close else ""))
         raise ConfigError(f"unknown command-line argument(s): {', '.join(hints)}")
     return tuple(parsed)
+
+
+def make_parser(dataclass_types: Sequence[type]) -> HfArgumentParser:
+    """HfArgumentParser whose errors are ``ConfigError`` (one line, no usage dump), where ``null`` /
+    ``none`` unsets an option whose default is None, and ``--report_to`` takes several values."""
+    parser = HfArgumentParser(list(dataclass_types))
+
+    def error(message: str):
+        raise ConfigError(f"command line: {message}")
+
+    parser.error = error
+    for action in parser._actions:
+        if action.default is None and action.type is not None and action.nargs is None:
+            action.type = _or_none(action.type)
+        if action.dest == "report_to":
+            action.nargs = "+"
+    return parser
+
+
+def _or_none(convert):
+    def parse(text: str):
+        return None if isinstance(text, str) and text.lower() in ("null", "none") else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it: "invalid int value"
+    parse.wrapped = convert
+    return parse
+
+
+# --------------------------------------------------------------------------- YAML value types
+
+
+def check_yaml_values(
+    values: dict[str, Any], parser: HfArgumentParser, dataclass_types: Sequence[type], path, lines: dict
+) -> dict[str, Any]:
+    """YAML values converted to each field's type (``"3e-4"`` -> 3e-4: YAML 1.1 reads it as a
+    string), or ``ConfigError`` naming file, line, key, what was expected and what was given:
+    ``a.yaml:3: hidden_size: expected an integer, got a list [64]``."""
+    hints = {}
+    for dataclass_type in dataclass_types:
+        hints.update(typing.get_type_hints(dataclass_type))
+    actions = {a.dest: a for a in parser._actions}
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = _convert(value, actions[key], hints.get(key))
+        except _Mismatch as err:
+            raise ConfigError(f"{path}:{lines.get(key, '?')}: {key}: {err}") from None
+    return checked
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _kinds(hint) -> set:
+    """{int, NoneType, list, ...} of a type hint (``int | None`` -> {int, NoneType})."""
+    kinds = set()
+    for arg in typing.get_args(hint) or (hint,):
+        origin = typing.get_origin(arg) or arg
+        kinds |= _kinds(arg) if origin in (typing.Union, types.UnionType) else {origin}
+    return kinds
+
+
+def _convert(value, action, hint):
+    kinds = _kinds(hint) if hint is not None else set()
+    many = action.nargs in ("+", "*")
+    if value is None:
+        if type(None) in kinds or action.default is None:
+            return None
+        raise _Mismatch(f"expected {_expected(action, kinds)}, got null")
+    if isinstance(value, dict):
+        if dict in kinds:
+            return value
+        raise _Mismatch(f"expected {_expected(action, kinds)}, got a mapping {value!r}")
+    if isinstance(value, list):
+        if many or list in kinds:
+            return [_scalar(v, action, kinds) for v in value]
+        raise _Mismatch(f"expected {_expected(action, kinds)}, got a list {value!r}")
+    converted = _scalar(value, action, kinds)
+    return [converted] if many else converted
+
+
+def _scalar(value, action, kinds):
+    convert = _base_type(action)
+    expected = _expected(action, kinds)
+    if isinstance(value, (list, dict)):
+        raise _Mismatch(f"expected {expected}, got {_show(value)}")
+    if convert is int or convert is float:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise _Mismatch(f"expected {expected}, got {_show(value)}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise _Mismatch(f"expected {expected}, got {_show(value)}")
+        if convert is int:
+            if not float(number).is_integer():
+                raise _Mismatch(f"expected {expected}, got {_show(value)}")
+            return int(number)
+        return float(number)
+    if isinstance(value, bool) and (bool in kinds or action.const is True):
+        return value
+    if isinstance(value, bool) and convert is not None and convert is not str:
+        raise _Mismatch(f"expected {expected}, got {_show(value)}")
+    if action.choices is not None:
+        choices = [str(c) for c in action.choices]
+        if str(value) not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise _Mismatch(f"{value!r} is not one of {', '.join(choices)}{hint}")
+        return convert(str(value)) if convert else value
+    if convert is None or convert is str:
+        if isinstance(value, bool):
+            raise _Mismatch(f"expected {expected}, got {_show(value)}")
+        return str(value)
+    try:
+        return convert(value if isinstance(value, str) else str(value))
+    except (ValueError, TypeError, AttributeError, argparse.ArgumentTypeError):
+        raise _Mismatch(f"expected {expected}, got {_show(value)}") from None
+
+
+def _show(value) -> str:
+    """A value as the YAML file spells it: true, null, 'abc', [64]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else repr(value)
+
+
+def _base_type(action):
+    convert = getattr(action, "type", None)
+    return getattr(convert, "wrapped", convert)
+
+
+def _expected(action, kinds) -> str:
+    convert = _base_type(action)
+    name = getattr(convert, "__name__", "")
+    one = {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "string_to_bool": "true or false",
+    }.get(name, "a value")
+    if action.choices is not None:
+        one = "one of " + ", ".join(str(c) for c in action.choices)
+    return f"{one} or a list of them" if action.nargs in ("+", "*") else one

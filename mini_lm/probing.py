@@ -41,6 +41,7 @@ from pathlib import Path
 import yaml
 
 from .config import ProbeArguments
+from .errors import UserError
 from .generation import GenerationSettings, generate, render_chat_prompt
 from .metrics import text_language
 from .multiple_choice import BenchmarkDataError, check_choices, resolve_answer
@@ -55,7 +56,7 @@ CHECKPOINT_FILE = "probe.jsonl"  # inside checkpoint-N: that checkpoint's answer
 CONFIG_FILE = "probe_config.json"  # the questions and settings a run probes with (reused offline)
 
 
-class ProbeConfigError(ValueError):
+class ProbeConfigError(UserError, ValueError):
     """A probe questions file or probe setting that cannot be used as written."""
 
 

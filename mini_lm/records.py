@@ -18,12 +18,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UserError
 from .text_files import iter_lines, read_text
 
 logger = logging.getLogger(__name__)
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A record file that cannot be read as JSON; the message names the file and line."""
 
 

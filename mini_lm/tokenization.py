@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .config import ModelArguments
+from .errors import UserError
 from .text_files import read_text
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ PRETOKENIZE_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """A tokenizer that cannot be trained or loaded as asked."""
 
 
@@ -270,7 +271,7 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 # --------------------------------------------------------------------------- chat templates
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(UserError, ValueError):
     """No usable chat template, or one that cannot be used to locate assistant turns."""
 
 

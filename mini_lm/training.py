@@ -9,12 +9,15 @@ run_training(trainer)
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, TrainerState, TrainingArguments
+from transformers.trainer_utils import TrainOutput
+
+from .checkpoints import choose_start, training_finished, whole_run_train_loss
 
 logger = logging.getLogger(__name__)
 
@@ -54,30 +57,45 @@ def _has_wandb_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def resolve_resume(args: TrainingArguments) -> str | None:
-    """Checkpoint to resume from; refuse to silently mix a fresh run into an old output_dir.
+def prepare_run_dir(args: TrainingArguments) -> str | None:
+    """Decide how the run starts, before any data or model work (mini_lm/checkpoints.py): the
+    checkpoint it resumes from (None: from scratch), a refusal of an output_dir that holds a run,
+    or the previous run moved aside. The main process acts first, the others then read the same
+    dir; a second call (``run_training`` makes one) changes nothing."""
+    if getattr(args, _PREPARED, False):
+        return args.resume_from_checkpoint
+    with args.main_process_first(local=False, desc="output dir"):
+        checkpoint = choose_start(args, act=args.process_index == 0)
+    setattr(args, _PREPARED, True)
+    return checkpoint
 
-    resume_from_checkpoint: "last"/"true" -> newest checkpoint-N in output_dir; a path -> that.
-    """
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    wanted = args.resume_from_checkpoint
-    if wanted is None or str(wanted).lower() in ("", "false", "none"):
-        if last and not getattr(args, "overwrite_output_dir", False):
-            raise FileExistsError(
-                f"{args.output_dir} already holds {Path(last).name} from an earlier run: pass "
-                "--resume_from_checkpoint last to continue it, --overwrite_output_dir to start over, "
-                "or choose another --output_dir"
-            )
-        return None
-    if str(wanted).lower() in ("last", "true"):
-        if last is None:
-            logger.info(
-                "resume_from_checkpoint=last but %s has no checkpoint: starting fresh", args.output_dir
-            )
-        return last
-    if not os.path.isdir(wanted):
-        raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint dir at {wanted}")
-    return wanted
+
+_PREPARED = "_mini_lm_run_dir_prepared"
+
+
+def _plain(trainer: Trainer) -> bool:
+    """Weights load into ``trainer.model`` directly (no DeepSpeed / FSDP engine to build first)."""
+    return not getattr(trainer, "is_deepspeed_enabled", False) and not getattr(
+        trainer, "is_fsdp_enabled", False
+    )
+
+
+def _finish_without_training(trainer: Trainer, checkpoint: str) -> TrainOutput:
+    """A resume of the run's last checkpoint: load it and run the train begin/end callbacks (the
+    probe answers that checkpoint if a kill lost its answers), but train no step (see
+    ``checkpoints.training_finished``). Loads as ``Trainer.train`` does before its loop."""
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    logger.warning(
+        "step %d was the last one: no step left to train, finishing the run", trainer.state.global_step
+    )
+    handler, args = trainer.callback_handler, trainer.args
+    trainer.control = handler.on_train_begin(args, trainer.state, trainer.control)
+    trainer.control = handler.on_train_end(args, trainer.state, trainer.control)
+    loss = whole_run_train_loss(trainer.state.log_history, {"train_loss": math.nan}).get(
+        "train_loss", math.nan
+    )
+    return TrainOutput(trainer.state.global_step, loss, {"train_loss": loss})
 
 
 DATA_PASSES_WARNING = 20  # passes over the training data beyond which a model memorises it
@@ -120,13 +138,24 @@ def _token_note(dataset) -> str:
 
 
 def run_training(trainer: Trainer) -> dict[str, float]:
-    """Train (resuming if asked), save the final model + tokenizer, evaluate; return metrics."""
+    """Train (resuming if asked), save the final model + tokenizer, evaluate; return metrics.
+
+    A callback that stopped the run for a reason the user must see (``training_failure``: the
+    non-finite guard's) raises it here instead of the final save. ``train_loss`` covers the
+    whole run, a resumed one included (``checkpoints.whole_run_train_loss``)."""
     args = trainer.args
     warn_data_reuse(args, trainer.train_dataset)
-    checkpoint = resolve_resume(args)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    checkpoint = prepare_run_dir(args)
+    if checkpoint is not None and training_finished(checkpoint, args.max_steps) and _plain(trainer):
+        result = _finish_without_training(trainer, checkpoint)
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    for callback in trainer.callback_handler.callbacks:
+        failure = getattr(callback, "training_failure", None)  # e.g. NonFiniteGuard's: no final save
+        if failure is not None:
+            raise failure
     trainer.save_model()  # final weights + tokenizer (processing_class) into output_dir
-    metrics = dict(result.metrics)
+    metrics = {**result.metrics, **whole_run_train_loss(trainer.state.log_history, result.metrics)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     if trainer.eval_dataset is not None:

@@ -15,6 +15,8 @@ data readers (mini_lm/data/chat.py), probe questions with mini_lm/probing.py.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,10 @@ from .config import (
     SFTDataArguments,
 )
 from .errors import ConfigError
+from .models import check_model_shape
 from .models.bert_adapter import context_window
 from .multiple_choice import BENCHMARKS, MAX_SHOTS
+from .tokenization import looks_like_hub_id
 
 
 @dataclass(frozen=True)
@@ -195,7 +199,8 @@ def check_eval_has_data(args: RecipeArgs) -> None:
         return
     if data.validation_split <= 0 and not data.validation_files:
         raise ConfigError(
-            f"eval_strategy={train.eval_strategy} but no validation data: set validation_split "
+            f"eval_strategy={getattr(train.eval_strategy, 'value', train.eval_strategy)} but no validation "
+            "data: set validation_split "
             "or validation_files"
         )
 
@@ -227,10 +232,132 @@ def check_probe_benchmark(args: RecipeArgs) -> None:
         raise ConfigError(f"probe_benchmark_shots={probe.probe_benchmark_shots}: choose 0..{MAX_SHOTS}")
 
 
+def _positive(v) -> bool:
+    return v > 0 and math.isfinite(v)
+
+
+# (role, field, test, what it must be). A None value (unset) is not checked; a list is checked item by item.
+RANGES: list[tuple[str, str, Callable[[float], bool], str]] = [
+    *[
+        ("model", name, lambda v: v >= 1, ">= 1")
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "vocab_pad_multiple",
+        )
+    ],
+    *[("model", name, _positive, "> 0") for name in ("rope_theta", "rms_norm_eps", "initializer_range")],
+    ("model", "dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data", "validation_split", lambda v: 0 <= v < 1, "a fraction in [0, 1) (0.01 = 1% held out)"),
+    ("data", "block_size", lambda v: v >= 2, ">= 2"),
+    ("data", "max_length", lambda v: v >= 1, ">= 1"),
+    *[
+        ("data", name, lambda v: v >= 1, ">= 1")
+        for name in (
+            "max_train_documents",
+            "max_train_samples",
+            "max_turns",
+            "num_proc",
+        )
+    ],
+    *[
+        ("data", name, lambda v: v >= 0, ">= 0")
+        for name in ("max_eval_documents", "min_document_chars", "audit_samples")
+    ],
+    ("data", "tokenizer_vocab_size", lambda v: v >= 1, ">= 1 (0 or null: no tokenizer is trained)"),
+    ("data", "mix_weights", _positive, "> 0 each"),
+    ("mlm", "max_train_samples", lambda v: v >= 1, ">= 1"),
+    ("lora", "lora_r", lambda v: v >= 1, ">= 1"),
+    ("lora", "lora_alpha", _positive, "> 0"),
+    ("lora", "lora_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train", "learning_rate", _positive, "> 0"),
+    ("train", "weight_decay", lambda v: v >= 0 and math.isfinite(v), ">= 0"),
+    ("train", "max_grad_norm", lambda v: v >= 0 and math.isfinite(v), ">= 0 (0: no clipping)"),
+    ("train", "warmup_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train", "warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("train", "num_train_epochs", lambda v: v > 0, "> 0"),
+    ("train", "max_nonfinite_skips", lambda v: v >= 0, ">= 0"),
+    *[
+        ("train", name, lambda v: v >= 1, ">= 1")
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        )
+    ],
+    *[("probe", name, lambda v: v >= 1, ">= 1") for name in ("probe_max_new_tokens", "probe_batch_size")],
+    ("probe", "probe_temperature", _positive, "> 0"),
+    ("probe", "probe_top_k", lambda v: v >= 0, ">= 0 (0: off)"),
+    ("probe", "probe_top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("probe", "probe_repetition_penalty", _positive, "> 0"),
+    ("probe", "probe_wait_minutes", _positive, "> 0"),
+]
+
+
+def check_ranges(args: RecipeArgs) -> None:
+    """Every bounded field in its range (``RANGES``): ``validation_split=1.5 must be a fraction in [0, 1)``."""
+    for role, name, ok, what in RANGES:
+        holder = getattr(args, role)
+        value = getattr(holder, name, None) if holder is not None else None
+        if value is None or (name == "tokenizer_vocab_size" and value == 0):
+            continue
+        bad = [v for v in value if not ok(v)] if isinstance(value, list) else [] if ok(value) else [value]
+        if bad:
+            raise ConfigError(f"{name}={value!r} must be {what}")
+
+
+def check_model_fits_together(args: RecipeArgs) -> None:
+    """Random init: heads divide the width, GQA only where the family has it."""
+    if args.model is not None and not args.model.model_name_or_path:
+        check_model_shape(args.model)
+
+
+def check_paths_exist(args: RecipeArgs) -> None:
+    """Local model / tokenizer dirs and the probe questions file exist (a hub id is not checked)."""
+    named = []
+    if args.model is not None:
+        named += [("model_name_or_path", args.model.model_name_or_path)]
+        named += [("tokenizer_name_or_path", args.model.tokenizer_name_or_path)]
+    for name, value in named:
+        if value and not Path(value).exists() and not looks_like_hub_id(value):
+            raise ConfigError(f"{name}: no such dir {value} (give a local model dir or a hub id)")
+    questions = args.probe.probe_questions if args.probe is not None and args.probe.probe else None
+    if questions and not Path(questions).is_file():
+        raise ConfigError(f"probe_questions: no such file {questions}")
+
+
+def check_pretrained_positions(args: RecipeArgs) -> None:
+    """A pretrained model's positions must hold a whole row: GPT-2 / BERT (learned positions) would
+    crash at step 1 with an IndexError after all the data work, Qwen2 would train past its range.
+    Reads only ``config.json`` of a local ``model_name_or_path``."""
+    length = args.sequence_length()
+    name_or_path = args.model.model_name_or_path if args.model is not None else None
+    if length is None or not name_or_path or not (Path(name_or_path) / "config.json").is_file():
+        return
+    config_file = Path(name_or_path) / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{config_file}: not readable as JSON ({err})") from err
+    positions = next((config[k] for k in ("max_position_embeddings", "n_positions") if k in config), None)
+    name, value = length
+    if isinstance(positions, int) and value > positions:
+        raise ConfigError(
+            f"{name}={value} exceeds the {positions} positions of {name_or_path} "
+            f"({config_file.name}: {config.get('model_type', 'model')}): set {name} <= {positions}"
+        )
+
+
 Check = Callable[[RecipeArgs], None]
 
 # In order: the first failing check names the problem.
 CHECKS: list[Check] = [
+    check_ranges,
+    check_model_fits_together,
     check_mlm_recipe,
     check_sequence_fits_positions,
     check_sft_max_length,
@@ -239,11 +366,18 @@ CHECKS: list[Check] = [
     check_eval_has_data,
     check_probe_benchmark,
 ]
+# Checks that read the filesystem (inputs exist, a pretrained model's config.json): skipped by
+# ``validate(..., files=False)``, for shipped configs that name the outputs of earlier steps.
+FILE_CHECKS: list[Check] = [
+    check_paths_exist,
+    check_pretrained_positions,
+]
 
 
-def validate(parsed: Sequence) -> tuple:
-    """Run every check on a recipe's parsed arguments (``parse_config``'s tuple); return them."""
+def validate(parsed: Sequence, files: bool = True) -> tuple:
+    """Run every check on a recipe's parsed arguments (``parse_config``'s tuple); return them.
+    ``files``: also the ``FILE_CHECKS``."""
     args = RecipeArgs.of(parsed)
-    for check in CHECKS:
+    for check in [*CHECKS, *(FILE_CHECKS if files else [])]:
         check(args)
     return tuple(parsed)

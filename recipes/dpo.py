@@ -28,9 +28,10 @@ from mini_lm.data.preference import (
     prepare_preference_tokenizer,
 )
 from mini_lm.dpo import build_dpo_trainer
+from mini_lm.errors import run_main
 from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
-from mini_lm.training import configure_reporting, run_training, setup_logging
+from mini_lm.training import configure_reporting, prepare_run_dir, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -51,6 +52,7 @@ def prepare_data(model_args, data_args, training_args):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, lora_args, training_args, probe_args = validate(parse_config(DPO_ARGUMENTS, argv))
     setup_logging(training_args)
+    prepare_run_dir(training_args)  # resume / refuse a used dir / move the old run aside
     configure_reporting(training_args)
     set_seed(training_args.seed)
 
@@ -67,4 +69,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))  # a user error: one `error:` line, exit 2

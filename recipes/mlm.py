@@ -22,17 +22,19 @@ from transformers import Trainer, set_seed
 from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import MLM_ARGUMENTS, parse_config
 from mini_lm.data.next_token import NextTokenCollator, build_next_token_datasets
+from mini_lm.errors import run_main
 from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
 from mini_lm.models.bert_adapter import context_window
 from mini_lm.tokenization import prepare_tokenizer
-from mini_lm.training import configure_reporting, run_training, setup_logging
+from mini_lm.training import configure_reporting, prepare_run_dir, run_training, setup_logging
 from mini_lm.validation import validate
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, mlm_args, training_args, probe_args = validate(parse_config(MLM_ARGUMENTS, argv))
     setup_logging(training_args)
+    prepare_run_dir(training_args)  # resume / refuse a used dir / move the old run aside
     configure_reporting(training_args)
     set_seed(training_args.seed)
 
@@ -62,4 +64,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))  # a user error: one `error:` line, exit 2

@@ -26,10 +26,11 @@ from mini_lm.callbacks import TrainingShape, add_recipe_callbacks
 from mini_lm.config import SFT_ARGUMENTS, parse_config
 from mini_lm.data.sft import build_sft_datasets, load_sft_conversations, prepare_sft_tokenizer
 from mini_lm.data.sft_packing import PackedAttentionCheck, make_sft_collator
+from mini_lm.errors import run_main
 from mini_lm.lora import apply_lora
 from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
-from mini_lm.training import configure_reporting, run_training, setup_logging
+from mini_lm.training import configure_reporting, prepare_run_dir, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -48,6 +49,7 @@ def prepare_data(model_args, data_args, training_args):
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, lora_args, training_args, probe_args = validate(parse_config(SFT_ARGUMENTS, argv))
     setup_logging(training_args)
+    prepare_run_dir(training_args)  # resume / refuse a used dir / move the old run aside
     configure_reporting(training_args)
     set_seed(training_args.seed)
 
@@ -71,4 +73,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))  # a user error: one `error:` line, exit 2

@@ -100,7 +100,7 @@ def test_every_pretrain_config_parses_and_is_consistent(path, tmp_path):
         [*PRETRAIN, ProbeArguments],
         ["--config", str(path), "--output_dir", str(tmp_path), "--bf16", "false", "--deepspeed", ""],
     )
-    validate((model, data, train, probe))
+    validate((model, data, train, probe), files=False)  # runs/quickstart/world/... is written later
     decoding_settings(probe)  # the recipe's probe settings are valid
     assert model.model_family in ("gpt2", "qwen2")
     assert data.train_files
@@ -133,3 +133,56 @@ def test_qwen25_recipe_matches_the_real_config(shared_data):
         ("max_position_embeddings", "max_position_embeddings"),
     ]:
         assert getattr(model, ours) == real[theirs], ours
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("hidden_size: 64\nblock_size: 32\nhidden_size: 32\n", r":3: key 'hidden_size' is given twice \(also on line 1\)"),
+        ("hidden_size: [64]\n", r":1: hidden_size: expected an integer, got a list \[64\]"),
+        ('block_size: 32\nlearning_rate: "abc"\n', r":2: learning_rate: expected a number, got 'abc'"),
+        ("max_steps: true\n", r":1: max_steps: expected an integer, got true"),
+        ("max_steps: 2.5\n", r":1: max_steps: expected an integer, got 2.5"),
+        ("lr_scheduler_type: cosin\n", r":1: lr_scheduler_type: 'cosin' is not one of linear, cosine.*\(did you mean 'cosine'\?\)"),
+        ("bf16: maybe\n", r":1: bf16: expected true or false, got 'maybe'"),
+        ("train_files: {a: 1}\n", r":1: train_files: expected a string or a list of them, got a mapping"),
+        ('train_files: ["${MINI_LM_NO_SUCH_VAR}/a.txt"]\n', r":1: train_files: environment variable MINI_LM_NO_SUCH_VAR is not set"),
+    ],
+)  # fmt: skip
+def test_yaml_values_are_checked_naming_file_line_and_key(tmp_path, text, message):
+    """Observed before: a duplicated key silently took the last value, ``hidden_size: [64]`` was a
+    TypeError much later, ``learning_rate: "abc"`` was an argparse error naming no file."""
+    cfg = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=f"^{cfg}{message}"):
+        parse_config(PRETRAIN, ["--config", str(cfg), "--output_dir", str(tmp_path)])
+
+
+def test_yaml_values_are_converted_to_the_field_types(tmp_path):
+    cfg = write(tmp_path, "learning_rate: 3e-4\nmax_steps: 1e3\ntrain_files: one.txt\nreport_to: none\n")
+    _, data, train = parse_config(PRETRAIN, ["--config", str(cfg), "--output_dir", str(tmp_path)])
+    assert train.learning_rate == 3e-4 and train.max_steps == 1000 and isinstance(train.max_steps, int)
+    assert data.train_files == ["one.txt"] and train.report_to == []
+
+
+def test_null_unsets_an_option_on_the_command_line(tmp_path):
+    """Observed before: ``--tokenizer_vocab_size null`` -> invalid int value: 'null'."""
+    cfg = write(tmp_path, "tokenizer_vocab_size: 4000\nsave_total_limit: 2\n")
+    argv = ["--config", str(cfg), "--output_dir", str(tmp_path)]
+    _, data, train = parse_config(
+        PRETRAIN, [*argv, "--tokenizer_vocab_size", "null", "--save_total_limit", "None"]
+    )
+    assert data.tokenizer_vocab_size is None and train.save_total_limit is None
+    with pytest.raises(
+        ConfigError, match="^command line: argument --tokenizer_vocab_size.*invalid int value: 'x'"
+    ):
+        parse_config(PRETRAIN, [*argv, "--tokenizer_vocab_size", "x"])
+    _, _, train = parse_config(PRETRAIN, [*argv, "--report_to", "none"])
+    assert train.report_to == []  # "none" keeps its meaning for report_to (no reporter), not None (all)
+
+
+def test_report_to_takes_several_values_space_or_comma_separated(tmp_path):
+    """Observed before: ``--report_to wandb tensorboard`` -> unknown command-line argument 'tensorboard'."""
+    argv = ["--output_dir", str(tmp_path), "--report_to"]
+    for values in (["wandb", "tensorboard"], ["wandb,tensorboard"]):
+        _, _, train = parse_config(PRETRAIN, [*argv, *values])
+        assert train.report_to == ["wandb", "tensorboard"]

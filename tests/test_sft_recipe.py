@@ -326,7 +326,7 @@ def test_audit_data_command_fails_on_unusable_config(shared_data, tmp_path, caps
 )
 def test_every_sft_yaml_loads(config, shared_data):
     model, data, lora, train, _ = parse_config(SFT_ARGUMENTS, ["--config", str(config)])
-    validate((model, data, lora, train))
+    validate((model, data, lora, train), files=False)  # model dirs of earlier steps (runs/...)
     assert data.train_files and data.max_length >= 64
     for path in data.train_files:
         if str(shared_data) in path:

@@ -86,16 +86,18 @@ def test_validate_returns_the_arguments_and_knows_their_roles(tmp_path):
 
 
 def test_a_new_check_is_one_function_in_checks(tmp_path, monkeypatch):
-    """Where range and type checks are added: a function of RecipeArgs, appended to CHECKS."""
+    """Where cross-field checks are added: a function of RecipeArgs, appended to CHECKS."""
 
-    def check_dropout_is_a_fraction(args: RecipeArgs) -> None:
-        if args.model is not None and not 0 <= args.model.dropout <= 1:
-            raise ConfigError(f"dropout={args.model.dropout} must be in [0, 1]")
+    def check_warmup_within_max_steps(args: RecipeArgs) -> None:
+        if args.train is not None and 0 < args.train.max_steps < args.train.warmup_steps:
+            raise ConfigError(
+                f"warmup_steps={args.train.warmup_steps} exceeds max_steps={args.train.max_steps}"
+            )
 
-    monkeypatch.setattr("mini_lm.validation.CHECKS", [*CHECKS, check_dropout_is_a_fraction])
+    monkeypatch.setattr("mini_lm.validation.CHECKS", [*CHECKS, check_warmup_within_max_steps])
     validate(parsed(PRETRAIN_ARGUMENTS, tmp_path))
-    with pytest.raises(ConfigError, match=r"dropout=1.5 must be in \[0, 1\]"):
-        validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, "--dropout", "1.5"))
+    with pytest.raises(ConfigError, match=r"warmup_steps=10(\.0)? exceeds max_steps=5"):
+        validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, "--warmup_steps", "10", "--max_steps", "5"))
 
 
 @pytest.mark.parametrize(
@@ -122,3 +124,64 @@ def test_probe_language_and_benchmark_slice_are_checked_before_any_work(tmp_path
     with pytest.raises(ConfigError, match=message):
         validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, *flags))
     validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, *flags, "--probe", "false"))  # probes off: not asked
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--validation_split", "1.5"], r"validation_split=1.5 must be a fraction in \[0, 1\)"),
+        (["--learning_rate", "0"], r"learning_rate=0.0 must be > 0"),
+        (["--learning_rate", "nan"], r"learning_rate=nan must be > 0"),
+        (["--per_device_train_batch_size", "0"], r"per_device_train_batch_size=0 must be >= 1"),
+        (["--max_eval_documents", "-1"], r"max_eval_documents=-1 must be >= 0"),
+        (["--dropout", "1"], r"dropout=1.0 must be in \[0, 1\)"),
+        (["--probe_top_p", "0"], r"probe_top_p=0.0 must be in \(0, 1\]"),
+        (["--max_nonfinite_skips", "-1"], r"max_nonfinite_skips=-1 must be >= 0"),
+        (["--num_attention_heads", "3"], r"hidden_size=256 is not divisible by num_attention_heads=3"),
+        (["--model_family", "gpt2", "--num_key_value_heads", "2"], "gpt2 has no grouped-query attention"),
+    ],
+)
+def test_out_of_range_values_fail_before_any_data_work(tmp_path, flags, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, *flags))
+
+
+def test_sft_mix_weights_are_checked_one_by_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"mix_weights=\[1.0, 0.0\] must be > 0 each"):
+        validate(parsed(SFT_ARGUMENTS, tmp_path, "--mix_weights", "1", "0"))
+
+
+@pytest.mark.parametrize(
+    "arguments, config, flags, message",
+    [
+        # learned positions: before, an IndexError at step 1, after all the data work
+        (PRETRAIN_ARGUMENTS, {"model_type": "gpt2", "n_positions": 64}, ["--block_size", "128"], "block_size=128 exceeds the 64 positions"),
+        # RoPE: before, trained silently past its positions
+        (SFT_ARGUMENTS, {"model_type": "qwen2", "max_position_embeddings": 512}, ["--max_length", "1024"], "max_length=1024 exceeds the 512 positions"),
+        (
+            MLM_ARGUMENTS,
+            {"model_type": "bert", "max_position_embeddings": 16},
+            ["--model_family", "bert", "--max_len", "32"],
+            "max_len=32 exceeds the 16 positions",
+        ),
+    ],
+)  # fmt: skip
+def test_rows_longer_than_a_pretrained_models_positions_fail_at_start(
+    tmp_path, arguments, config, flags, message
+):
+    import json
+
+    model_dir = tmp_path / "pretrained"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=f"^{message} of {model_dir} .*set {flags[-2][2:]} <= "):
+        validate(parsed(arguments, tmp_path, "--model_name_or_path", str(model_dir), *flags))
+    fits = [*flags[:-1], "8"]
+    validate(parsed(arguments, tmp_path, "--model_name_or_path", str(model_dir), *fits))  # control
+    validate(parsed(arguments, tmp_path, "--model_name_or_path", str(model_dir), *flags), files=False)
+
+
+def test_a_missing_local_model_dir_fails_at_start(tmp_path):
+    missing = tmp_path / "no_model"
+    with pytest.raises(ConfigError, match=f"model_name_or_path: no such dir {missing}"):
+        validate(parsed(PRETRAIN_ARGUMENTS, tmp_path, "--model_name_or_path", str(missing)))

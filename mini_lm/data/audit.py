@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from ..config import SFTDataArguments
+from ..errors import UserError
 from ..labels import IGNORE_INDEX
 from ..tokenization import GENERATION_MARKER
 from .chat import TEXT_ROLE, ChatStats, row_tools, template_messages
@@ -24,7 +25,7 @@ OPEN, CLOSE = "⟦", "⟧"
 MARKER_CHECK_SAMPLES = 200
 
 
-class LabelAuditError(ValueError):
+class LabelAuditError(UserError, ValueError):
     """The labels would train the model on nothing, or would never teach it to stop."""
 
 

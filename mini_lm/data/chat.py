@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
+from ..errors import UserError
 from ..records import RecordError, read_records
 from ..tool_calls import openai_tool, template_call
 from .corpus import CorpusError, resolve_corpus_specs
@@ -79,7 +80,7 @@ FIELDS = {
 SKIP_WARNING_FRACTION = 0.01  # more skipped records than this in a file: a WARNING, not an INFO line
 
 
-class ChatDataError(ValueError):
+class ChatDataError(UserError, ValueError):
     """An SFT record or file that cannot be used; the message names file, line/record and field.
 
     ``reason`` is the short kind of problem ("unknown role"), used to count skips.
@@ -299,7 +300,7 @@ def _tools(record: dict, where: str) -> str | None:
 
 def _loss_weight(m: dict, where: str, name: str) -> float:
     weight = m.get("loss_weight", 1.0)
-    if weight not in (0, 1):
+    if isinstance(weight, bool) or weight not in (0, 1):  # True == 1 in Python: a JSON true is not 0/1
         raise ChatDataError(f"{where}: {name}.loss_weight must be 0 or 1, got {weight!r}", "bad loss_weight")
     return float(weight)
 

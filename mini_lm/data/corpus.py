@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
 from .. import records, text_files
+from ..errors import UserError
 from ..records import read_records
 from ..text_files import iter_lines
 from ..tokenization import looks_like_hub_id
@@ -66,7 +67,7 @@ FEATURES = datasets.Features(
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a document in one CSV cell may exceed the 128 KiB default
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus path, file or option that cannot be used."""
 
 

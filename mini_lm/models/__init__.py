@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from ..config import ModelArguments
+from ..errors import ConfigError
 from ..loss import LM_LOSSES, enable_chunked_loss
 from ..tokenization import autotokenizer_roundtrip_ok, stop_token_ids
 from .bert_adapter import BertNextTokenConfig, BertNextTokenLM
@@ -34,7 +35,7 @@ from .bert_adapter import BertNextTokenConfig, BertNextTokenLM
 logger = logging.getLogger(__name__)
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """A model size/family/attention request that cannot be built."""
 
 
@@ -56,8 +57,6 @@ def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict:
 
 
 def gpt2_config(args: ModelArguments, vocab_size: int, special: dict) -> PretrainedConfig:
-    if args.num_key_value_heads not in (None, args.num_attention_heads):
-        raise ModelConfigError("gpt2 has no grouped-query attention: leave num_key_value_heads unset")
     return GPT2Config(
         vocab_size=vocab_size,
         n_positions=args.max_position_embeddings,
@@ -76,10 +75,6 @@ def gpt2_config(args: ModelArguments, vocab_size: int, special: dict) -> Pretrai
 
 def qwen2_config(args: ModelArguments, vocab_size: int, special: dict) -> PretrainedConfig:
     kv_heads = args.num_key_value_heads or args.num_attention_heads
-    if args.num_attention_heads % kv_heads:
-        raise ModelConfigError(
-            f"num_attention_heads={args.num_attention_heads} must be a multiple of num_key_value_heads={kv_heads}"
-        )
     return Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=args.hidden_size,
@@ -100,8 +95,6 @@ def qwen2_config(args: ModelArguments, vocab_size: int, special: dict) -> Pretra
 
 def bert_config(args: ModelArguments, vocab_size: int, special: dict) -> PretrainedConfig:
     """The BERT adapter's config; its [MASK]/[CLS]/[SEP] ids come from ``bind_tokenizer``."""
-    if args.num_key_value_heads not in (None, args.num_attention_heads):
-        raise ModelConfigError("bert has no grouped-query attention: leave num_key_value_heads unset")
     return BertNextTokenConfig(
         vocab_size=vocab_size,
         hidden_size=args.hidden_size,
@@ -128,8 +121,9 @@ CONFIG_BUILDERS: dict[str, Callable[[ModelArguments, int, dict], PretrainedConfi
 PRETRAINED_LOADERS: dict[str, type] = {"bert": BertNextTokenLM}
 
 
-def build_model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    """HF config for random init; the vocab comes from the tokenizer (padded, see vocab_pad_multiple)."""
+def check_model_shape(args: ModelArguments) -> None:
+    """The random-init size fields fit together; ``ModelConfigError`` names them. Run by
+    ``build_model_config`` and, before any data work, by mini_lm/validation.py."""
     if args.model_family not in CONFIG_BUILDERS:
         raise ModelConfigError(
             f"unknown model_family '{args.model_family}' (known: {', '.join(sorted(CONFIG_BUILDERS))})"
@@ -138,6 +132,20 @@ def build_model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase)
         raise ModelConfigError(
             f"hidden_size={args.hidden_size} is not divisible by num_attention_heads={args.num_attention_heads}"
         )
+    kv_heads = args.num_key_value_heads
+    if args.model_family != "qwen2" and kv_heads not in (None, args.num_attention_heads):
+        raise ModelConfigError(
+            f"{args.model_family} has no grouped-query attention: leave num_key_value_heads unset"
+        )
+    if kv_heads and args.num_attention_heads % kv_heads:
+        raise ModelConfigError(
+            f"num_attention_heads={args.num_attention_heads} must be a multiple of num_key_value_heads={kv_heads}"
+        )
+
+
+def build_model_config(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """HF config for random init; the vocab comes from the tokenizer (padded, see vocab_pad_multiple)."""
+    check_model_shape(args)
     return CONFIG_BUILDERS[args.model_family](
         args, padded_vocab_size(tokenizer, args.vocab_pad_multiple), _special_ids(tokenizer)
     )

@@ -169,7 +169,68 @@ def test_pinned_deepspeed_batch_that_disagrees_with_world_size_fails_at_start(bi
     proc = start([*TORCHRUN, str(RECIPE), *recipe_args(bios, tmp_path / "out", "--deepspeed", str(pinned))])
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode != 0
-    assert (
-        f"ConfigError: {pinned}: train_batch_size=4" in output and "x 2 processes = global batch 8" in output
-    )
+    assert f"error: {pinned}: train_batch_size=4" in output and "x 2 processes = global batch 8" in output
     assert "train data:" not in output and not (tmp_path / "out").exists()
+
+
+def failed_launch(args: list[str]) -> str:
+    proc = start([*TORCHRUN, str(RECIPE), *args])
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode != 0, output[-3000:]
+    return output
+
+
+def rank_errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error: ")]
+
+
+def test_a_user_error_is_one_line_on_every_rank(bios, tmp_path):
+    output = failed_launch(recipe_args(str(tmp_path / "nowhere.txt"), tmp_path / "out"))
+    errors = rank_errors(output)
+    assert len(errors) == 2 and errors[0] == errors[1] and "corpus path not found" in errors[0], output[
+        -3000:
+    ]
+    assert "exitcode  : 2" in output and "CorpusError" not in output  # torchrun's own summary aside
+
+
+def all_saved_tensors_finite(run) -> int:
+    """Every tensor in every weights / optimizer file under ``run`` (DeepSpeed shards included) is
+    finite; returns how many files were read."""
+    import torch
+    from safetensors.torch import load_file
+
+    def tensors(obj):
+        if torch.is_tensor(obj):
+            yield obj
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                yield from tensors(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                yield from tensors(value)
+
+    files = [*run.rglob("*.safetensors"), *run.rglob("*optim*.pt"), *run.rglob("*model_states.pt")]
+    for path in files:
+        content = load_file(path) if path.suffix == ".safetensors" else torch.load(path, weights_only=False)
+        bad = [t for t in tensors(content) if t.is_floating_point() and not torch.isfinite(t).all()]
+        assert not bad, path
+    return len(files)
+
+
+@pytest.mark.parametrize("engine", ["ddp", "zero2"])
+def test_a_diverging_run_stops_every_rank_at_the_same_step_and_saves_nothing_non_finite(
+    bios, tmp_path, engine
+):
+    """lr 1e3: the gradients blow up within a few steps. Every rank must stop at that step (DDP: the
+    guard's all-reduced flag; ZeRO-2: DeepSpeed's own overflow skip), with the same line, exit 3."""
+    out = tmp_path / engine
+    extra = ["--learning_rate", "1e3", "--warmup_steps", "0", "--max_steps", "20"]
+    extra += ["--save_strategy", "steps", "--save_steps", "1", *(ZERO2 if engine == "zero2" else [])]
+    output = failed_launch(recipe_args(bios, out, *extra, "--probe", "false"))
+    errors = rank_errors(output)
+    assert len(errors) == 2 and errors[0] == errors[1], output[-3000:]
+    assert errors[0].startswith("error: training stopped at step ") and "exitcode  : 3" in output
+    step = int(errors[0].split("step ")[1].split(":")[0])
+    assert f"the last good checkpoint is {out / f'checkpoint-{step - 1}'}" in errors[0]
+    assert not (out / f"checkpoint-{step}").exists() and not (out / "model.safetensors").exists()
+    assert all_saved_tensors_finite(out) >= 2
