@@ -4,7 +4,7 @@ the optimizer can spread it into the weights; nothing non-finite is ever saved.
     add_recipe_callbacks(trainer, probe_args)      # adds it (right after DefaultFlowCallback)
     run_training(trainer)                          # raises NonFiniteError when it stopped the run
 
-It uses only the callback API and the Trainer's public state, so any Trainer (MiniLMTrainer,
+It uses only the callback API and the Trainer's public state, so any Trainer (the HF Trainer,
 TRL's) can carry it. Per optimizer step:
 
 - plain / DDP / FSDP: in ``on_pre_optimizer_step`` (gradients clipped, optimizer not yet run) it
