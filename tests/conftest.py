@@ -77,6 +77,22 @@ def tiny_bert_tokenizer(tmp_path_factory):
     return bert_tokenizer(folder)
 
 
+def tiny_qwen2_config(tokenizer, **overrides):
+    """The tests' tiny Qwen2 shape (hidden 32, 2 layers, GQA 4/2) over ``tokenizer``'s vocabulary."""
+    from transformers import Qwen2Config
+
+    shape = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return Qwen2Config(**{**shape, **overrides})
+
+
 def run_card_snippet(model_dir: Path) -> str:
     """Run the "How to load" code of a model card (README.md) as written; return what it printed."""
     import contextlib

@@ -10,25 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, Qwen2Config
+from transformers import AutoModelForCausalLM
 
 from mini_lm.cli import main as cli
 from mini_lm.tokenization import save_tokenizer
+
+from .conftest import tiny_qwen2_config
 
 
 @pytest.fixture
 def lora_run(tiny_tokenizer, tmp_path) -> tuple[Path, Path]:
     """(adapter dir, base dir) as a LoRA SFT run leaves them: tiny Qwen2 base, r=2 adapter."""
     torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    config = tiny_qwen2_config(tiny_tokenizer)
     base_dir, adapter_dir = tmp_path / "base", tmp_path / "sft_lora"
     AutoModelForCausalLM.from_config(config).save_pretrained(base_dir)
     save_tokenizer(tiny_tokenizer, base_dir)

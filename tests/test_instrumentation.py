@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 from datasets import Dataset
-from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainerCallback
+from transformers import Qwen2ForCausalLM, Trainer, TrainerCallback
 
 from mini_lm.callbacks import TrainingShape, add_recipe_callbacks, preference_shape
 from mini_lm.config import MiniLMDPOConfig, MiniLMTrainingArguments
 from mini_lm.data.packing import CausalLMCollator
+
+from .conftest import tiny_qwen2_config
 
 SEQ = 16
 COMMON = dict(
@@ -39,16 +41,8 @@ class Recorder(TrainerCallback):
 
 @pytest.fixture
 def tiny_model(tiny_tokenizer, tmp_path):
-    config = Qwen2Config(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
+    config = tiny_qwen2_config(
+        tiny_tokenizer, pad_token_id=tiny_tokenizer.pad_token_id, eos_token_id=tiny_tokenizer.eos_token_id
     )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(tmp_path / "model")  # TRL builds its reference from a path

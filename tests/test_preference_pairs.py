@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM
 
 from mini_lm.cli import main as cli
 from mini_lm.config import PreferenceDataArguments
@@ -14,6 +14,8 @@ from mini_lm.data.preference import load_preference_pairs
 from mini_lm.data.synthetic import write_world
 from mini_lm.preference_pairs import QAError, read_qa, rejection_reasons
 from mini_lm.tokenization import save_tokenizer
+
+from .conftest import tiny_qwen2_config
 
 
 def test_rejection_reasons_are_the_probe_metrics():
@@ -42,15 +44,7 @@ def test_bad_qa_records_name_the_line(tmp_path):
 
 def test_a_model_that_answers_wrong_gives_one_pair_per_question(tiny_tokenizer, tmp_path):
     qa = write_world(tmp_path / "world", seed=0, n_people=4, bios_per_person=1)["qa_sft"]
-    config = Qwen2Config(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
+    config = tiny_qwen2_config(tiny_tokenizer, max_position_embeddings=128)
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(tmp_path / "model")  # random: every answer is wrong
     save_tokenizer(tiny_tokenizer, tmp_path / "model")
