@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -87,8 +88,8 @@ def worker(argv: list[str]) -> int:
     spec.loader.exec_module(recipe)
     add = recipe.add_recipe_callbacks
 
-    def add_with_marks(trainer, probe_args=None):
-        add(trainer, probe_args)
+    def add_with_marks(trainer, *args, **kwargs):  # whatever the recipe passes (probe args, shape)
+        add(trainer, *args, **kwargs)
         callbacks = trainer.callback_handler.callbacks
         probe = next((i for i, c in enumerate(callbacks) if isinstance(c, CheckpointProbe)), len(callbacks))
         callbacks.insert(probe, ProbeMark())  # after the seal, before the probe
@@ -113,7 +114,9 @@ class Zygote:
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        assert self.ask("ping") == "pong"
+        reply = self.ask("ping")
+        if reply != "pong":
+            raise RuntimeError(f"the zygote did not start (it answered {reply!r}; its errors are on stderr)")
 
     def ask(self, *words: str) -> str:
         self.proc.stdin.write(" ".join(words) + "\n")
@@ -127,6 +130,10 @@ class Zygote:
 
 def zygote() -> None:
     """The --zygote loop: ``start LOG ARGV_JSON`` -> pid, ``poll PID`` / ``wait PID`` -> exit code."""
+    # Replies go to the real stdout alone; anything a library prints (wandb: "Running in WANDB
+    # offline mode") goes to stderr, so it can never be read as a reply.
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     import importlib  # noqa: F401  (the imports below are the point: they are shared by every child)
 
     import datasets  # noqa: F401
@@ -148,7 +155,7 @@ def zygote() -> None:
             flags = os.WNOHANG if command == "poll" else 0
             done, status = os.waitpid(pid, flags)
             reply = "running" if done == 0 else str(os.waitstatus_to_exitcode(status))
-        print(reply, flush=True)
+        print(reply, file=replies, flush=True)
 
 
 def _fork(log: str, argv: list[str]) -> int:
@@ -163,6 +170,8 @@ def _fork(log: str, argv: list[str]) -> int:
     code = 1
     try:
         code = worker(argv)
+    except BaseException:  # a bug in the worker: its traceback in the log, not lost to os._exit
+        traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

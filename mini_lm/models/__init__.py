@@ -284,26 +284,32 @@ def build_model(
 EMBEDDING_SHARE_WARNING = 0.8  # beyond this the vocabulary, not the transformer, is the model
 
 
+def _numel(p) -> int:
+    """Elements of a parameter; under ZeRO-3 each rank holds a shard (numel 0), ``ds_numel`` the whole."""
+    return getattr(p, "ds_numel", p.numel())
+
+
 def warn_embedding_share(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
     """Warn when the vocabulary's embedding (and an untied head) are most of the parameters: a tiny
     model with a 151k-token tokenizer spends its steps on the vocabulary. Returns the share."""
     embedding = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
-    rows = embedding.numel() + (
-        head.weight.numel() if head is not None and head.weight is not embedding else 0
+    rows = _numel(embedding) + (
+        _numel(head.weight) if head is not None and head.weight is not embedding else 0
     )
-    share = rows / model.num_parameters()
+    total = sum(_numel(p) for p in model.parameters())  # shared (tied) tensors once
+    share = rows / max(total, 1)
     if share > EMBEDDING_SHARE_WARNING:
         logger.warning(
             "%.0f%% of the model's %.2fM parameters are the embedding of a %d-token vocabulary "
             "(%d rows x %d): the transformer is %.2fM. For a model this small use a smaller tokenizer "
             "(tokenizer_vocab_size: 8000 trains one on the corpus) or a larger model",
             100 * share,
-            model.num_parameters() / 1e6,
+            total / 1e6,
             len(tokenizer),
-            embedding.shape[0],
-            embedding.shape[1],
-            model.num_parameters(exclude_embeddings=True) / 1e6,
+            model.config.vocab_size,
+            model.config.hidden_size,
+            (total - rows) / 1e6,
         )
     return share
 

@@ -98,7 +98,9 @@ def launch(recipe_args: list[str], out, entry=REPO / "recipes/pretrain.py") -> s
 
 
 def assert_probed_once(out, questions_file) -> None:
-    per_checkpoint = len(load_questions(questions_file)) * 2
+    per_checkpoint = sum(
+        2 if q.kind == "generation" else 1 for q in load_questions(questions_file)
+    )  # MC once
     records = [json.loads(line) for line in (out / "probes.jsonl").open(encoding="utf-8")]
     assert Counter(r["step"] for r in records) == {2: per_checkpoint, 4: per_checkpoint}
     assert len({(r["step"], r["mode"], r["question_id"], r["decoding"]) for r in records}) == len(records)
