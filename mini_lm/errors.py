@@ -63,6 +63,14 @@ def one_line(err: BaseException) -> str:
     return re.sub(r"\s*\n\s*", " ", str(err).strip()) or type(err).__name__
 
 
+def write_line(line: str) -> None:
+    """``line`` and its newline on stderr in one write: ranks of one job share the stream, and
+    ``print`` writes the text and the newline separately when stderr is unbuffered
+    (``PYTHONUNBUFFERED=1``), so two ranks' lines could run together on one line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def call_reporting_user_errors(
     fn: Callable[[], int | None], prog: str = "", also: tuple[type[BaseException], ...] = ()
 ) -> int:
@@ -74,7 +82,7 @@ def call_reporting_user_errors(
         if debug_enabled():
             raise
         prefix = f"{prog}: " if prog else ""
-        print(f"{prefix}error: {one_line(err)}", file=sys.stderr, flush=True)
+        write_line(f"{prefix}error: {one_line(err)}")
         _leave_process_group()
         return getattr(err, "exit_code", 2)
 

@@ -122,3 +122,28 @@ def test_the_cli_reports_config_errors_in_one_line(inputs, capsys):
     assert cli(["audit-data", "--config", str(inputs["root"] / "dup.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mini-lm audit-data: error: ") and "is given twice" in err[-1]
+
+
+def test_the_error_line_reaches_stderr_in_one_write(monkeypatch):
+    """Ranks of one job share stderr; unbuffered (``PYTHONUNBUFFERED=1``), ``print`` writes the text
+    and the newline separately, and two ranks' lines ran together in CI. One write each."""
+
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, text):
+            self.writes.append(text)
+            return len(text)
+
+        def flush(self):
+            pass
+
+    stderr = Recorder()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    def fail():
+        raise ConfigError("learning_rate must be positive")
+
+    assert call_reporting_user_errors(fail, prog="mini-lm") == 2
+    assert stderr.writes == ["mini-lm: error: learning_rate must be positive\n"]
