@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,6 +73,17 @@ def prepare_run_dir(args: TrainingArguments) -> str | None:
 
 
 _PREPARED = "_mini_lm_run_dir_prepared"
+
+
+@contextmanager
+def run_dir_first(args: TrainingArguments, desc: str) -> Iterator[None]:
+    """For work that writes into ``output_dir`` (a tokenizer trained on the data): the run's main
+    process first, then each node's main, then the rest. On a filesystem the nodes share, the
+    others find what the first wrote and reuse it; ``main_process_first`` alone lets every node's
+    main write the same files at once (a torn tokenizer_config.json). On node-local disks each
+    node's main then writes its own copy while its node waits."""
+    with args.main_process_first(local=False, desc=desc), args.main_process_first(local=True, desc=desc):
+        yield
 
 
 def _plain(trainer: Trainer) -> bool:

@@ -26,7 +26,7 @@ from mini_lm.errors import run_main
 from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
 from mini_lm.tokenization import prepare_tokenizer
-from mini_lm.training import configure_reporting, prepare_run_dir, run_training, setup_logging
+from mini_lm.training import configure_reporting, prepare_run_dir, run_dir_first, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     set_seed(training_args.seed)
 
     # Rank 0 trains the tokenizer / fills the datasets cache first; the others then reuse it.
-    with training_args.main_process_first(desc="tokenizer"):
+    with run_dir_first(training_args, desc="tokenizer"):
         tokenizer = prepare_tokenizer(
             model_args, training_args.output_dir, data_args.tokenizer_vocab_size, corpus_texts(data_args)
         )

@@ -30,7 +30,7 @@ from mini_lm.errors import run_main
 from mini_lm.lora import apply_lora
 from mini_lm.model_card import CardFacts, write_model_card
 from mini_lm.models import build_model
-from mini_lm.training import configure_reporting, prepare_run_dir, run_training, setup_logging
+from mini_lm.training import configure_reporting, prepare_run_dir, run_dir_first, run_training, setup_logging
 from mini_lm.validation import validate
 
 
@@ -38,7 +38,9 @@ def prepare_data(model_args, data_args, training_args):
     """(tokenizer, SFTData); rank 0 first, so a tokenizer trained on the data is shared by all ranks."""
     with training_args.main_process_first(desc="SFT data"):
         chats = load_sft_conversations(data_args, seed=training_args.seed)
+    with run_dir_first(training_args, desc="tokenizer"):  # written into output_dir
         tokenizer = prepare_sft_tokenizer(model_args, data_args, training_args.output_dir, chats)
+    with training_args.main_process_first(desc="SFT data"):
         data = build_sft_datasets(chats, tokenizer, data_args)
     if training_args.should_log:
         print(data.audit.render(), flush=True)
