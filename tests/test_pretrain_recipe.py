@@ -74,9 +74,13 @@ def test_tiny_qwen2_learns_a_real_corpus_and_reloads_with_plain_transformers(sha
         "true",
         "--disable_tqdm",
         "true",
-        "--save_steps",
+        "--max_steps",
         "150",
-    )
+        "--eval_steps",
+        "75",
+        "--save_steps",
+        "75",
+    )  # half the config's 300 steps: eval loss 8.3 -> 5.5 (measured), the bar below is a 1.2 drop
     evals = [h["eval_loss"] for h in history(out) if "eval_loss" in h]
     start, end = evals[0], metrics["eval_loss"]
     print(f"eval loss {start:.3f} -> {end:.3f}")
