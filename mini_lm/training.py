@@ -111,6 +111,21 @@ def _finish_without_training(trainer: Trainer, checkpoint: str) -> TrainOutput:
     return TrainOutput(trainer.state.global_step, loss, {"train_loss": loss})
 
 
+def _finish_in_the_engine(trainer: Trainer, checkpoint: str) -> TrainOutput:
+    """``_finish_without_training`` under DeepSpeed / FSDP, whose checkpoint loads only into the
+    engine ``train()`` builds: ``train()`` with its epochs emptied, so it loads the checkpoint, runs
+    the train begin/end callbacks and trains no step (it checks max_steps only after one)."""
+    if not callable(getattr(trainer, "_run_epoch", None)):  # another transformers: one step more
+        logger.warning("this transformers version trains one step past max_steps when a finished run resumes")
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    logger.warning("checkpoint %s holds the last step: no step left to train, finishing the run", checkpoint)
+    trainer._run_epoch = lambda *args, **kwargs: None
+    try:
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        del trainer._run_epoch
+
+
 DATA_PASSES_WARNING = 20  # passes over the training data beyond which a model memorises it
 
 
@@ -159,8 +174,9 @@ def run_training(trainer: Trainer) -> dict[str, float]:
     args = trainer.args
     warn_data_reuse(args, trainer.train_dataset)
     checkpoint = prepare_run_dir(args)
-    if checkpoint is not None and training_finished(checkpoint, args.max_steps) and _plain(trainer):
-        result = _finish_without_training(trainer, checkpoint)
+    if checkpoint is not None and training_finished(checkpoint, args.max_steps):
+        finish = _finish_without_training if _plain(trainer) else _finish_in_the_engine
+        result = finish(trainer, checkpoint)
     else:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     for callback in trainer.callback_handler.callbacks:

@@ -102,12 +102,22 @@ def test_deepspeed_zero2_resumes_from_its_checkpoint(zero2, bios, tmp_path):
     position) equal the uninterrupted run's. Negative control: a run that only loads the
     checkpoint's weights (fresh optimizer and data order) does not."""
     resumed = tmp_path / "resumed"
+    saving = ["--save_strategy", "steps", "--save_steps", "3"]
     launch(
-        TORCHRUN, recipe_args(bios, resumed, *ZERO2, "--resume_from_checkpoint", str(zero2 / "checkpoint-3"))
+        TORCHRUN,
+        recipe_args(bios, resumed, *ZERO2, *saving, "--resume_from_checkpoint", str(zero2 / "checkpoint-3")),
     )
     assert run_info(resumed)["deepspeed_zero_stage"] == 2
     after = range(4, 7)
     assert max_loss_diff(losses(resumed), losses(zero2), after) < LOSS_TOLERANCE
+
+    # Resuming the finished run's last checkpoint (a kill during the final save) trains no step more;
+    # before, the engine path trained step 7 and saved checkpoint-7.
+    before = losses(resumed)
+    (resumed / "model.safetensors").unlink()
+    launch(TORCHRUN, recipe_args(bios, resumed, *ZERO2, *saving, "--resume_from_checkpoint", "last"))
+    assert [p.name for p in resumed.glob("checkpoint-*")] == ["checkpoint-6"]
+    assert losses(resumed) == before and (resumed / "model.safetensors").is_file()
 
     weights_only = tmp_path / "weights_only"
     checkpoint = str(zero2 / "checkpoint-3")
