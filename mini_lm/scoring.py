@@ -154,7 +154,11 @@ def _one_token_per_forward(model) -> bool:
 
 
 def _score_causal(model, pairs, batch_size: int, pad: int) -> list[tuple[float, bool, bool]]:
-    """(sum log p, greedy, truncated) per (prompt ids, continuation ids), longest rows batched first."""
+    """(sum log p, greedy, truncated) per (prompt ids, continuation ids), longest rows batched first.
+
+    Rows that read the same tokens and differ only in the last one they are scored on (one-token
+    choices "A" / "B" / "C" / "D" after one prompt, as lm-eval caches them) share one forward row:
+    a 4-choice benchmark question costs one row, not four."""
     limit = context_length(model)
     inputs = []  # (input ids, n continuation tokens, truncated)
     for ctx, cont in pairs:
@@ -165,23 +169,31 @@ def _score_causal(model, pairs, batch_size: int, pad: int) -> list[tuple[float, 
             )
         truncated = limit is not None and len(ids) > limit + 1
         inputs.append((ids[-(limit + 1) :] if truncated else ids, len(cont), truncated))
-    order = sorted(range(len(inputs)), key=lambda k: -len(inputs[k][0]))  # like lengths share a batch
+    sharing: dict[tuple[tuple[int, ...], int], list[int]] = {}  # (tokens read, n scored) -> rows
+    for k, (ids, n, _) in enumerate(inputs):
+        sharing.setdefault((tuple(ids[:-1]), n), []).append(k)
+    order = sorted(sharing, key=lambda key: -len(key[0]))  # like lengths share a batch
     results: list[tuple[float, bool, bool]] = [None] * len(inputs)  # type: ignore[list-item]
     for start in range(0, len(order), batch_size):
-        batch = [inputs[k] for k in order[start : start + batch_size]]
-        sums, greedy = _causal_batch(model, [(ids[:-1], ids[-n:]) for ids, n, _ in batch], pad)
-        for k, s, g, (_, _, truncated) in zip(order[start : start + batch_size], sums, greedy, batch):
-            results[k] = (s, g, truncated)
+        keys = order[start : start + batch_size]
+        rows = [(b, k) for b, key in enumerate(keys) for k in sharing[key]]  # (forward row, pair)
+        targets = [inputs[k][0][-inputs[k][1] :] for _, k in rows]
+        sums, greedy = _causal_batch(model, [list(x) for x, _ in keys], [b for b, _ in rows], targets, pad)
+        for (_, k), s, g in zip(rows, sums, greedy):
+            results[k] = (s, g, inputs[k][2])
     return results
 
 
-def _causal_batch(model, rows: list[tuple[list[int], list[int]]], pad: int) -> tuple[list[float], list[bool]]:
-    """rows of (input ids, target ids = the last len(targets) next tokens) -> sums and greedy flags."""
-    keep = max(len(t) for _, t in rows)
-    ids, mask = _left_pad([x for x, _ in rows], pad)  # (B, T)
-    targets = torch.full((len(rows), keep), -100, dtype=torch.long)  # (B, K), right-aligned
-    for r, (_, t) in enumerate(rows):
-        targets[r, keep - len(t) :] = torch.tensor(t)
+def _causal_batch(
+    model, inputs: list[list[int]], row_of: list[int], targets: list[list[int]], pad: int
+) -> tuple[list[float], list[bool]]:
+    """One forward over ``inputs``; then, per target, its forward row ``row_of[t]`` scored on
+    ``targets[t]`` (the last len(targets[t]) next tokens of that row) -> sums and greedy flags."""
+    keep = max(len(t) for t in targets)
+    ids, mask = _left_pad(inputs, pad)  # (B, T)
+    scored = torch.full((len(targets), keep), -100, dtype=torch.long)  # (R, K), right-aligned
+    for r, t in enumerate(targets):
+        scored[r, keep - len(t) :] = torch.tensor(t)
     positions = _position_ids(mask)
     kwargs = (
         {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
@@ -190,7 +202,7 @@ def _causal_batch(model, rows: list[tuple[list[int], list[int]]], pad: int) -> t
     logits = model(
         input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device), **kwargs
     ).logits[:, -keep:]  # (B, K, V)
-    return _gather(logits, targets.to(device))
+    return _gather(logits, scored.to(device), torch.tensor(row_of, device=device))
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,14 +220,19 @@ def _position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(1) - 1).clamp(min=0)
 
 
-def _gather(logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], list[bool]]:
-    """(B, K, V) logits and (B, K) targets (-100: not scored) -> per-row sum of log p, all-argmax flag."""
+def _gather(
+    logits: torch.Tensor, targets: torch.Tensor, row_of: torch.Tensor | None = None
+) -> tuple[list[float], list[bool]]:
+    """(B, K, V) logits and (R, K) targets (-100: not scored), target r read from logits row
+    ``row_of[r]`` (default: row r) -> per-target sum of log p, all-argmax flag."""
     logprobs = F.log_softmax(logits.float(), dim=-1)
+    rows = torch.arange(len(targets), device=logits.device) if row_of is None else row_of
     scored = targets != -100
     safe = targets.clamp(min=0)
-    picked = logprobs.gather(-1, safe[..., None])[..., 0]  # (B, K)
+    columns = torch.arange(targets.shape[1], device=logits.device)
+    picked = logprobs[rows[:, None], columns[None, :], safe]  # (R, K), without an (R, K, V) copy
     sums = torch.where(scored, picked, torch.zeros_like(picked)).sum(1)
-    hits = (logprobs.argmax(-1) == safe) | ~scored
+    hits = (logprobs.argmax(-1)[rows] == safe) | ~scored
     return sums.tolist(), hits.all(1).tolist()
 
 

@@ -155,6 +155,25 @@ def test_batched_equals_one_at_a_time(family, tiny_tokenizer, monkeypatch):
         assert max(diffs) > 1e-3, name
 
 
+def test_one_token_choices_after_one_prompt_share_a_forward_row(tiny_tokenizer):
+    """CMMLU's " A" / " B" / " C" / " D" after a question read the same tokens: one forward row per
+    question (as lm-eval caches them), each choice still scored as if alone. Negative control:
+    multi-token choices read different tokens, one row each."""
+    model, tok = tiny("qwen2", tiny_tokenizer), tiny_tokenizer
+    prompts = ["王伟出生于哪里？答案：", "Where was Wei Wang born? Answer:", "李娜的专业是什么？答案："]
+    letters = [["A", "B", "C", "D"]] * 3
+    assert all(len(encode_pair(tok, p, c)[1]) == 1 for p in prompts for c in letters[0])
+    expected = [[reference(model, tok, p, c) for c in "ABCD"] for p in prompts]
+    rows = []
+    model.register_forward_pre_hook(lambda _, args, kw: rows.append(len(kw["input_ids"])), with_kwargs=True)
+    shared = score_choices(model, tok, prompts, letters, batch_size=2)
+    assert sum(rows) == 3
+    assert [[s.logprob for s in row] for row in shared] == [pytest.approx(e, abs=1e-4) for e in expected]
+    rows.clear()
+    score_choices(model, tok, prompts, [["北京", "上海大学"]] * 3)
+    assert sum(rows) == 6
+
+
 def visible_padding(rows, pad, left_pad=scoring._left_pad):
     ids, mask = left_pad(rows, pad)
     return ids, torch.ones_like(mask)
