@@ -34,7 +34,7 @@ def two_nodes(out, guard: str) -> list[str]:
                 "LOCAL_RANK": "0",
                 "LOCAL_WORLD_SIZE": "1",
                 "GROUP_RANK": str(rank),
-            },  # fmt: skip
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
